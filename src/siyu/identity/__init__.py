@@ -1,0 +1,1 @@
+"""Identity resolution: normalising identities and stitching them into one person."""

@@ -1,0 +1,206 @@
+"""The identity graph: resolves each message's identities to one person, merging when allowed.
+
+Rules (after Segment Unify):
+
+* identities are handled in priority order (``Settings.identity_priority``);
+* the person owning the highest-priority known identity is the message's person;
+* another known identity owned by a different person merges that person into this one, unless
+  the merged person would hold more values of some type than ``Settings.identity_limits``
+  allows; such a merge is **refused and logged**, never silently applied;
+* an unknown identity is attached to the message's person unless that breaks a limit (refused
+  and logged); a message with only unknown identities creates a new person;
+* merge chains resolve fully: every identity of a merged person moves to the survivor, and
+  ``persons.merged_into`` always names the final survivor.
+
+The graph works on an in-memory working set for one batch: :meth:`IdentityGraph.load` reads the
+identities a batch touches, :meth:`IdentityGraph.resolve` runs per message, and the caller writes
+the outcome (``new_persons``, ``new_identities``, ``merges``, ``refusals``) in its transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, select, tuple_
+
+from siyu.ids import new_id
+from siyu.store.ops.schema import identities
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class IdentityRules:
+    """Priority order and per-type limits."""
+
+    priority: tuple[str, ...]
+    limits: dict[str, int]
+
+    def rank(self, id_type: str) -> int:
+        """Position of ``id_type`` in the priority order (0 = highest)."""
+        return self.priority.index(id_type)
+
+    def sort(self, keys: Iterable[Key]) -> list[Key]:
+        """Keys in priority order, duplicates removed."""
+        order = {t: i for i, t in enumerate(self.priority)}
+        return sorted(set(keys), key=lambda k: (order[k[0]], k[1]))
+
+
+@dataclass
+class Merge:
+    """One merge decision: applied, or refused with the reason."""
+
+    status: str
+    from_person_id: str
+    into_person_id: str
+    reason: str
+    message_id: str | None
+    identities: list[Key]
+    at: datetime
+
+
+@dataclass
+class IdentityGraph:
+    """Working set of the identity graph for one batch of messages."""
+
+    rules: IdentityRules
+    make_id: Callable[[], str] = new_id
+    owner: dict[Key, str] = field(default_factory=dict)
+    held: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    parent: dict[str, str] = field(default_factory=dict)
+    new_persons: dict[str, datetime] = field(default_factory=dict)
+    new_identities: dict[Key, tuple[str, datetime]] = field(default_factory=dict)
+    merges: list[Merge] = field(default_factory=list)
+    refusals: list[Merge] = field(default_factory=list)
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self, conn: Connection, keys: Iterable[Key], chunk: int = 2000) -> None:
+        """Read the owners of ``keys`` and every identity of those owners."""
+        wanted = [k for k in set(keys) if k not in self.owner]
+        persons: set[str] = set()
+        for i in range(0, len(wanted), chunk):
+            part = wanted[i : i + chunk]
+            rows = conn.execute(
+                select(identities.c.type, identities.c.value, identities.c.person_id).where(
+                    tuple_(identities.c.type, identities.c.value).in_(part)
+                )
+            )
+            persons.update(row.person_id for row in rows)
+        self.load_persons(conn, persons)
+
+    def load_persons(self, conn: Connection, person_ids: Iterable[str], chunk: int = 2000) -> None:
+        """Read every identity of the given persons into the working set."""
+        todo = [p for p in set(person_ids) if p not in self.held]
+        for i in range(0, len(todo), chunk):
+            part = todo[i : i + chunk]
+            for p in part:
+                self.held[p] = {}
+            rows = conn.execute(
+                select(identities.c.type, identities.c.value, identities.c.person_id).where(
+                    identities.c.person_id.in_(part)
+                )
+            )
+            for t, v, p in rows:
+                self.owner[(t, v)] = p
+                self.held[p].setdefault(t, set()).add(v)
+
+    def seed(self, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Add known ``(type, value, person_id)`` rows directly (bulk paths that read them once)."""
+        for t, v, p in rows:
+            self.owner[(t, v)] = p
+            self.held.setdefault(p, {}).setdefault(t, set()).add(v)
+
+    # -- resolution ---------------------------------------------------------------------------
+    def find(self, person_id: str) -> str:
+        """The surviving person for ``person_id`` (after merges in this working set)."""
+        root = person_id
+        while root in self.parent:
+            root = self.parent[root]
+        while person_id != root:  # path compression
+            nxt = self.parent[person_id]
+            self.parent[person_id] = root
+            person_id = nxt
+        return root
+
+    def resolve(self, keys: list[Key], at: datetime, message_id: str | None = None) -> str:
+        """The person for one message's identities (``keys`` must be in priority order)."""
+        person: str | None = None
+        unknown: list[Key] = []
+        for key in keys:
+            found = self.owner.get(key)
+            if found is None:
+                unknown.append(key)
+                continue
+            found = self.find(found)
+            if person is None or found == person:
+                person = found
+                continue
+            self._merge(found, person, keys, at, message_id)
+        if person is None:
+            person = self.make_id()
+            self.new_persons[person] = at
+            self.held[person] = {}
+        held = self.held[person]
+        for key in unknown:
+            t, v = key
+            values = held.setdefault(t, set())
+            if len(values) >= self.rules.limits.get(t, 1_000_000):
+                self.refusals.append(
+                    Merge(
+                        "refused",
+                        "",
+                        person,
+                        f"{t}={v} not attached: the person already has {len(values)} {t} value(s) "
+                        f"(limit {self.rules.limits[t]})",
+                        message_id,
+                        list(keys),
+                        at,
+                    )
+                )
+                continue
+            values.add(v)
+            self.owner[key] = person
+            self.new_identities[key] = (person, at)
+        return person
+
+    def _merge(self, other: str, person: str, keys: list[Key], at: datetime, message_id: str | None) -> None:
+        mine, theirs = self.held[person], self.held[other]
+        for t, values in theirs.items():
+            combined = len(values | mine.get(t, set()))
+            limit = self.rules.limits.get(t, 1_000_000)
+            if combined > limit:
+                self.refusals.append(
+                    Merge(
+                        "refused",
+                        other,
+                        person,
+                        f"merge refused: together the two persons would hold {combined} {t} values "
+                        f"(limit {limit})",
+                        message_id,
+                        list(keys),
+                        at,
+                    )
+                )
+                return
+        for t, values in theirs.items():
+            mine.setdefault(t, set()).update(values)
+            for v in values:
+                self.owner[(t, v)] = person
+                if (t, v) in self.new_identities:
+                    self.new_identities[(t, v)] = (person, self.new_identities[(t, v)][1])
+        del self.held[other]
+        self.parent[other] = person
+        shared = [k for k in keys if self.owner.get(k) == person]
+        self.merges.append(
+            Merge(
+                "applied",
+                other,
+                person,
+                "identities seen together in one message: " + ", ".join(f"{t}={v}" for t, v in shared),
+                message_id,
+                list(keys),
+                at,
+            )
+        )

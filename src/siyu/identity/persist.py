@@ -1,0 +1,155 @@
+"""Writing an :class:`~siyu.identity.graph.IdentityGraph`'s outcome to the ops store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, case, or_, select, update
+
+from siyu.identity.graph import IdentityGraph
+from siyu.identity.traits import merge_traits
+from siyu.ids import derived_id
+from siyu.store.ops.schema import (
+    changes,
+    group_members,
+    identities,
+    identity_merges,
+    persons,
+    staff_relations,
+)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def write_graph(
+    conn: Connection,
+    graph: IdentityGraph,
+    seen: Mapping[str, tuple[datetime, datetime]],
+    *,
+    trait_strategies: Mapping[str, str],
+    now: datetime,
+) -> None:
+    """Persist new persons and identities, applied and refused merges, and first/last seen.
+
+    ``seen`` maps each (surviving) person to the (earliest, latest) timestamp of its messages.
+    """
+    new_rows = []
+    for pid, at in graph.new_persons.items():
+        root = graph.find(pid)
+        first, last = seen.get(root, (at, at))
+        new_rows.append(
+            {
+                "id": pid,
+                "created_at": now,
+                "first_seen": first,
+                "last_seen": last,
+                "merged_into": root if root != pid else None,
+                "owner_staff_id": None,
+            }
+        )
+    if new_rows:
+        conn.execute(persons.insert(), new_rows)
+    if graph.new_identities:
+        conn.execute(
+            identities.insert(),
+            [
+                {"type": t, "value": v, "person_id": graph.find(pid), "first_seen": at}
+                for (t, v), (pid, at) in graph.new_identities.items()
+            ],
+        )
+    for merge in graph.merges:
+        _apply_merge(conn, merge.from_person_id, merge.into_person_id, trait_strategies)
+    _log_merges(conn, graph, now)
+    existing = [(pid, span) for pid, span in seen.items() if pid not in graph.new_persons]
+    if existing:
+        first_seen, last_seen = persons.c.first_seen, persons.c.last_seen
+        stmt = (
+            update(persons)
+            .where(persons.c.id == _bind("pid"))
+            .values(
+                first_seen=case((or_(first_seen.is_(None), first_seen > _bind("first")), _bind("first")),
+                                else_=first_seen),
+                last_seen=case((or_(last_seen.is_(None), last_seen < _bind("last")), _bind("last")),
+                               else_=last_seen),
+            )
+        )
+        conn.execute(stmt, [{"pid": pid, "first": a, "last": b} for pid, (a, b) in existing])
+
+
+def _bind(name: str) -> Any:
+    from sqlalchemy import DateTime, String, bindparam
+
+    return bindparam(name, type_=String(32) if name == "pid" else DateTime(timezone=True))
+
+
+def _apply_merge(conn: Connection, source: str, target: str, trait_strategies: Mapping[str, str]) -> None:
+    """Move everything of ``source`` to ``target`` (identities, traits, relations, groups)."""
+    conn.execute(update(identities).where(identities.c.person_id == source).values(person_id=target))
+    conn.execute(
+        update(persons)
+        .where(or_(persons.c.id == source, persons.c.merged_into == source))
+        .values(merged_into=target)
+    )
+    conn.execute(update(staff_relations).where(staff_relations.c.person_id == source).values(person_id=target))
+    conn.execute(update(group_members).where(group_members.c.person_id == source).values(person_id=target))
+    src = conn.execute(
+        select(persons.c.first_seen, persons.c.last_seen, persons.c.owner_staff_id).where(persons.c.id == source)
+    ).first()
+    dst = conn.execute(
+        select(persons.c.first_seen, persons.c.last_seen, persons.c.owner_staff_id).where(persons.c.id == target)
+    ).first()
+    if src is not None and dst is not None:
+        firsts = [as_utc(x) for x in (src.first_seen, dst.first_seen) if x is not None]
+        lasts = [as_utc(x) for x in (src.last_seen, dst.last_seen) if x is not None]
+        conn.execute(
+            update(persons)
+            .where(persons.c.id == target)
+            .values(
+                first_seen=min(firsts) if firsts else None,  # type: ignore[type-var]
+                last_seen=max(lasts) if lasts else None,  # type: ignore[type-var]
+                owner_staff_id=dst.owner_staff_id or src.owner_staff_id,
+            )
+        )
+    merge_traits(conn, source, target, trait_strategies)
+
+
+def _log_merges(conn: Connection, graph: IdentityGraph, now: datetime) -> None:
+    rows = []
+    feed = []
+    for merge in [*graph.merges, *graph.refusals]:
+        rows.append(
+            {
+                "status": merge.status,
+                "from_person_id": merge.from_person_id or None,
+                "into_person_id": merge.into_person_id,
+                "reason": merge.reason,
+                "message_id": merge.message_id,
+                "identities": [list(k) for k in merge.identities],
+                "created_at": now,
+            }
+        )
+        if merge.status == "applied":
+            feed.append(
+                {
+                    "kind": "identities_merged",
+                    "person_id": graph.find(merge.into_person_id),
+                    "event_id": derived_id("merge", merge.from_person_id, merge.into_person_id),
+                    "occurred_at": merge.at,
+                    "payload": {
+                        "from_person_id": merge.from_person_id,
+                        "into_person_id": merge.into_person_id,
+                        "reason": merge.reason,
+                    },
+                }
+            )
+    if rows:
+        conn.execute(identity_merges.insert(), rows)
+    if feed:
+        conn.execute(changes.insert(), feed)

@@ -1,0 +1,1 @@
+"""Ingestion: validation, tracking plan, dedupe, and the write path into both stores."""

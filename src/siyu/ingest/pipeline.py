@@ -1,0 +1,279 @@
+"""The write path: checked messages and orders → dedupe → identity graph → both stores.
+
+One :class:`Ingestor` is the single writer of an installation's stores. A call is all-or-nothing:
+the ops-store transaction commits first (persons, identities, merges, traits and the change
+feed), then one DuckDB transaction appends the events and applies the change feed. If the
+second fails, nothing is marked as seen, so a retry of the same batch finishes the job (the
+identity work is idempotent and the change feed has a watermark).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from sqlalchemy import Engine
+
+from siyu.config import Settings
+from siyu.identity.graph import IdentityGraph, IdentityRules, Key
+from siyu.identity.persist import write_graph
+from siyu.identity.traits import TraitUpdate, apply_trait_updates
+from siyu.ids import derived_id, new_id
+from siyu.ingest.tracking_plan import TrackingPlan
+from siyu.ingest.validate import PreparedMessage, PreparedOrder, Validator
+from siyu.store.events import EVENTS_ARROW, ORDERS_ARROW, EventStore
+from siyu.store.feed import apply_changes
+
+PAID_STATUSES = frozenset({"paid", "shipped", "completed", "refunded", "partially_refunded"})
+
+
+@dataclass
+class IngestResult:
+    """Counts of one ingest call."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    new_persons: int = 0
+    merges: int = 0
+    refused_merges: int = 0
+    traits_changed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    def add(self, other: IngestResult) -> None:
+        """Accumulate another result into this one."""
+        for key, value in asdict(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+
+def _identities_json(keys: Sequence[Key]) -> str:
+    return orjson.dumps([list(k) for k in keys]).decode()
+
+
+class Ingestor:
+    """Single writer of the ops store and the event store for ingested data."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        events: EventStore,
+        *,
+        make_id: Callable[[], str] = new_id,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.events = events
+        self.make_id = make_id
+        self.now = now
+        self.plan = TrackingPlan(engine)
+        self.validator = Validator(settings, self.plan, now)
+        self.rules = IdentityRules(tuple(settings.identity_priority), dict(settings.identity_limits))
+
+    def refresh_plan(self) -> None:
+        """Reload the tracking plan if it changed."""
+        self.plan.refresh()
+
+    # -- messages -----------------------------------------------------------------------------
+    def ingest_messages(self, prepared: Sequence[PreparedMessage], *, source: str = "api") -> IngestResult:
+        """Store checked messages (duplicates by ``messageId`` are counted and skipped)."""
+        result = IngestResult()
+        with self.events.write_lock:
+            existing = self.events.existing_event_ids([m.message_id for m in prepared])
+            fresh: list[PreparedMessage] = []
+            batch_ids: set[str] = set()
+            for m in prepared:
+                if m.message_id in existing or m.message_id in batch_ids:
+                    result.duplicates += 1
+                    continue
+                batch_ids.add(m.message_id)
+                fresh.append(m)
+            if not fresh:
+                return result
+            now = self.now()
+            with self.engine.begin() as conn:
+                graph = IdentityGraph(self.rules, self.make_id)
+                graph.load(conn, (k for m in fresh for k in m.keys))
+                raw_people = [graph.resolve(m.keys, m.ts, m.message_id) for m in fresh]
+                people = [graph.find(p) for p in raw_people]
+                write_graph(conn, graph, _spans(people, [m.ts for m in fresh]),
+                            trait_strategies=self.settings.trait_strategies, now=now)
+                updates: list[TraitUpdate] = [
+                    (person, key, value, m.ts, m.message_id)
+                    for m, person in zip(fresh, people, strict=True)
+                    if m.traits
+                    for key, value in m.traits.items()
+                ]
+                result.traits_changed = apply_trait_updates(conn, updates, self.settings.trait_strategies)
+            result.accepted = len(fresh)
+            result.new_persons = sum(1 for p in graph.new_persons if graph.find(p) == p)
+            result.merges = len(graph.merges)
+            result.refused_merges = len(graph.refusals)
+            table = self._event_table(fresh, people, source, now)
+            with self.events.transaction() as con:
+                self.events.append_events(con, table)
+                apply_changes(self.engine, self.events, con)
+        return result
+
+    @staticmethod
+    def _event_table(
+        fresh: Sequence[PreparedMessage], people: Sequence[str], source: str, now: datetime
+    ) -> pa.Table:
+        props = []
+        for m in fresh:
+            body: dict[str, Any] = dict(m.properties)
+            if m.traits is not None:
+                body = {"traits": m.traits, **({"properties": m.properties} if m.properties else {})}
+            props.append(orjson.dumps(body).decode())
+        cols = {
+            "event_id": [m.message_id for m in fresh],
+            "person_id": list(people),
+            "identity_type": [m.keys[0][0] for m in fresh],
+            "identity_value": [m.keys[0][1] for m in fresh],
+            "identities": [_identities_json(m.keys) for m in fresh],
+            "message_type": [m.type for m in fresh],
+            "name": [m.name for m in fresh],
+            "ts": [m.ts for m in fresh],
+            "properties": props,
+            "source": [source] * len(fresh),
+            "received_at": [now] * len(fresh),
+        }
+        return pa.table(cols, schema=EVENTS_ARROW)
+
+    # -- orders -------------------------------------------------------------------------------
+    def ingest_orders(self, prepared: Sequence[PreparedOrder], *, source: str = "api") -> IngestResult:
+        """Store checked orders: new orders and changed states append a version; repeats do not."""
+        result = IngestResult()
+        with self.events.write_lock:
+            for p in prepared:
+                p.content_hash = _order_hash(p)
+            latest = self.events.latest_orders(list({p.order.order_id for p in prepared}))
+            fresh: list[tuple[PreparedOrder, dict[str, Any] | None]] = []
+            for p in sorted(prepared, key=lambda x: x.updated_at):
+                prev = latest.get(p.order.order_id)
+                if prev is not None and prev["content_hash"] == p.content_hash:
+                    result.duplicates += 1
+                    continue
+                if prev is not None and _utc(prev["updated_at"]) > p.updated_at:
+                    result.stale += 1
+                    continue
+                fresh.append((p, prev))
+                latest[p.order.order_id] = {
+                    "version": (prev["version"] if prev else 0) + 1,
+                    "status": p.order.status,
+                    "updated_at": p.updated_at,
+                    "content_hash": p.content_hash,
+                    "refund_fen": p.order.refund_fen,
+                    "paid": p.order.status in PAID_STATUSES or bool(prev and prev.get("paid")),
+                }
+            if not fresh:
+                return result
+            now = self.now()
+            with self.engine.begin() as conn:
+                graph = IdentityGraph(self.rules, self.make_id)
+                graph.load(conn, (k for p, _ in fresh for k in p.keys))
+                raw = [graph.resolve(p.keys, p.updated_at, f"order:{p.order.order_id}") for p, _ in fresh]
+                people = [graph.find(x) for x in raw]
+                times = [p.paid_at or p.updated_at for p, _ in fresh]
+                write_graph(conn, graph, _spans(people, times),
+                            trait_strategies=self.settings.trait_strategies, now=now)
+            result.accepted = len(fresh)
+            result.new_persons = sum(1 for p in graph.new_persons if graph.find(p) == p)
+            result.merges = len(graph.merges)
+            result.refused_merges = len(graph.refusals)
+            orders_table, events_table = self._order_tables(fresh, people, source, now)
+            with self.events.transaction() as con:
+                self.events.append_orders(con, orders_table)
+                self.events.append_events(con, events_table)
+                apply_changes(self.engine, self.events, con)
+        return result
+
+    @staticmethod
+    def _order_tables(
+        fresh: Sequence[tuple[PreparedOrder, dict[str, Any] | None]],
+        people: Sequence[str],
+        source: str,
+        now: datetime,
+    ) -> tuple[pa.Table, pa.Table]:
+        versions: dict[str, int] = {}
+        paid: dict[str, bool] = {}
+        refunded: dict[str, int] = {}
+        order_rows: dict[str, list[Any]] = {name: [] for name in ORDERS_ARROW.names}
+        event_rows: dict[str, list[Any]] = {name: [] for name in EVENTS_ARROW.names}
+
+        def event(name: str, p: PreparedOrder, person: str, ts: datetime, props: dict[str, Any], eid: str) -> None:
+            event_rows["event_id"].append(eid)
+            event_rows["person_id"].append(person)
+            event_rows["identity_type"].append(p.keys[0][0])
+            event_rows["identity_value"].append(p.keys[0][1])
+            event_rows["identities"].append(_identities_json(p.keys))
+            event_rows["message_type"].append("order")
+            event_rows["name"].append(name)
+            event_rows["ts"].append(ts)
+            event_rows["properties"].append(orjson.dumps(props).decode())
+            event_rows["source"].append(source)
+            event_rows["received_at"].append(now)
+
+        for (p, prev), person in zip(fresh, people, strict=True):
+            o = p.order
+            version = versions.get(o.order_id, prev["version"] if prev else 0) + 1
+            versions[o.order_id] = version
+            was_paid = paid.get(o.order_id, bool(prev and prev.get("status") in PAID_STATUSES))
+            old_refund = refunded.get(o.order_id, int(prev.get("refund_fen", 0)) if prev else 0)
+            items = [i.model_dump() for i in o.items]
+            for name, value in (
+                ("order_id", o.order_id), ("version", version), ("person_id", person), ("status", o.status),
+                ("paid_at", p.paid_at), ("amount_fen", o.amount_fen), ("discount_fen", o.discount_fen),
+                ("refund_fen", o.refund_fen), ("items", items), ("channel", o.channel),
+                ("updated_at", p.updated_at), ("content_hash", p.content_hash), ("source", source),
+                ("received_at", now),
+            ):
+                order_rows[name].append(value)
+            common = {"order_id": o.order_id, "channel": o.channel}
+            if o.status in PAID_STATUSES and not was_paid and p.paid_at is not None:
+                event("order_paid", p, person, p.paid_at, {
+                    **common,
+                    "amount_fen": o.amount_fen,
+                    "discount_fen": o.discount_fen,
+                    "item_count": sum(i.quantity for i in o.items),
+                    "skus": sorted({i.sku for i in o.items}),
+                    "categories": sorted({i.category for i in o.items if i.category}),
+                }, derived_id("order_paid", o.order_id))
+            if o.refund_fen > old_refund:
+                event("order_refunded", p, person, p.updated_at,
+                      {**common, "refund_fen": o.refund_fen - old_refund, "total_refund_fen": o.refund_fen},
+                      derived_id("order_refunded", o.order_id, str(o.refund_fen)))
+            if o.status == "cancelled" and prev is not None and prev.get("status") != "cancelled":
+                event("order_cancelled", p, person, p.updated_at, common,
+                      derived_id("order_cancelled", o.order_id))
+            paid[o.order_id] = was_paid or o.status in PAID_STATUSES
+            refunded[o.order_id] = max(old_refund, o.refund_fen)
+        return pa.table(order_rows, schema=ORDERS_ARROW), pa.table(event_rows, schema=EVENTS_ARROW)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _spans(people: Sequence[str], times: Sequence[datetime]) -> dict[str, tuple[datetime, datetime]]:
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for person, at in zip(people, times, strict=True):
+        first, last = spans.get(person, (at, at))
+        spans[person] = (min(first, at), max(last, at))
+    return spans
+
+
+def _order_hash(p: PreparedOrder) -> str:
+    body = p.order.model_dump(mode="json", exclude={"userId", "anonymousId", "identities"})
+    body["paid_at"] = p.paid_at.isoformat() if p.paid_at else None
+    body["updated_at"] = p.updated_at.isoformat()
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]

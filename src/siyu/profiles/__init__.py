@@ -1,0 +1,1 @@
+"""Profiles: one person's identities, traits, activity, orders; export and erasure (PIPL)."""

@@ -1,0 +1,229 @@
+"""Reading, exporting and erasing one person."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, delete, func, or_, select
+
+from siyu.identity.persist import as_utc
+from siyu.store.events import EventStore
+from siyu.store.ops.schema import (
+    changes,
+    erasures,
+    group_members,
+    identities,
+    identity_merges,
+    persons,
+    relation_tags,
+    staff_relations,
+    traits,
+)
+
+
+class PersonNotFound(LookupError):
+    """No person with that id (or identity)."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    value = as_utc(value)
+    return value.isoformat() if value else None
+
+
+def resolve_person_id(engine: Engine, ref: str) -> str:
+    """The surviving person id for ``ref``: a person id, or ``type:value`` of an identity."""
+    with engine.connect() as conn:
+        if ":" in ref and not ref.startswith("+"):
+            id_type, _, value = ref.partition(":")
+            row = conn.execute(
+                select(identities.c.person_id).where(identities.c.type == id_type, identities.c.value == value)
+            ).first()
+            if row is None:
+                raise PersonNotFound(f"no person has identity {ref}")
+            return str(row[0])
+        row = conn.execute(select(persons.c.id, persons.c.merged_into).where(persons.c.id == ref)).first()
+        if row is None:
+            raise PersonNotFound(f"no person {ref}")
+        return str(row.merged_into or row.id)
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+def get_profile(engine: Engine, store: EventStore, person_id: str) -> dict[str, Any]:
+    """The profile of a (surviving) person: identities, traits, activity, orders, owner."""
+    with engine.connect() as conn:
+        person = conn.execute(select(persons).where(persons.c.id == person_id)).first()
+        if person is None:
+            raise PersonNotFound(f"no person {person_id}")
+        ids = conn.execute(
+            select(identities.c.type, identities.c.value, identities.c.first_seen)
+            .where(identities.c.person_id == person_id)
+            .order_by(identities.c.type, identities.c.value)
+        ).all()
+        trait_rows = conn.execute(
+            select(traits.c.key, traits.c.value, traits.c.updated_at).where(traits.c.person_id == person_id)
+        ).all()
+        merged_from = [
+            r[0] for r in conn.execute(select(persons.c.id).where(persons.c.merged_into == person_id))
+        ]
+    aliases = [person_id, *merged_from]
+    cur = store.cursor()
+    summary = cur.execute(
+        """SELECT count(*) FILTER (WHERE status IN ('paid','shipped','completed','refunded','partially_refunded')),
+                  coalesce(sum(amount_fen - refund_fen) FILTER (WHERE status <> 'cancelled' AND paid_at IS NOT NULL), 0),
+                  arg_max(order_id, paid_at), max(paid_at), arg_max(amount_fen, paid_at)
+           FROM (SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[]))
+                 QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY version DESC) = 1)""",
+        [aliases],
+    ).fetchone()
+    order_count, spend, last_order_id, last_paid, last_amount = summary if summary else (0, 0, None, None, None)
+    return {
+        "id": person_id,
+        "created_at": _iso(person.created_at),
+        "first_seen": _iso(person.first_seen),
+        "last_seen": _iso(person.last_seen),
+        "owner_staff_id": person.owner_staff_id,
+        "merged_from": merged_from,
+        "identities": [{"type": t, "value": v, "first_seen": _iso(at)} for t, v, at in ids],
+        "traits": {k: v for k, v, _ in trait_rows},
+        "order_count": int(order_count or 0),
+        "total_spend_fen": int(spend or 0),
+        "last_order": (
+            {"order_id": last_order_id, "paid_at": _iso(last_paid), "amount_fen": int(last_amount)}
+            if last_order_id
+            else None
+        ),
+    }
+
+
+def timeline(
+    store: EventStore, aliases: list[str], *, limit: int = 50, before: datetime | None = None
+) -> dict[str, Any]:
+    """Events of a person (newest first), paged by ``before`` (exclusive)."""
+    limit = max(1, min(limit, 500))
+    cur = store.cursor()
+    rows = cur.execute(
+        """SELECT event_id, name, message_type, ts, properties, source, identity_type, identity_value
+           FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) AND (?::TIMESTAMPTZ IS NULL OR ts < ?)
+           ORDER BY ts DESC, event_id DESC LIMIT ?""",
+        [aliases, before, before, limit + 1],
+    ).fetchall()
+    items = [
+        {
+            "event_id": r[0],
+            "name": r[1],
+            "type": r[2],
+            "timestamp": _iso(r[3]),
+            "properties": _json(r[4]),
+            "source": r[5],
+            "identity": {"type": r[6], "value": r[7]} if r[6] else None,
+        }
+        for r in rows[:limit]
+    ]
+    next_before = items[-1]["timestamp"] if len(rows) > limit else None
+    return {"items": items, "next_before": next_before}
+
+
+def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str, Any]:
+    """Everything held about a person, as JSON-ready data (PIPL access request)."""
+    profile = get_profile(engine, store, person_id)
+    aliases = [person_id, *profile["merged_from"]]
+    with engine.connect() as conn:
+        relations = [dict(r._mapping) for r in conn.execute(
+            select(staff_relations).where(staff_relations.c.person_id == person_id))]
+        ext_ids = [r["external_userid"] for r in relations]
+        tag_rows = [dict(r._mapping) for r in conn.execute(
+            select(relation_tags).where(relation_tags.c.external_userid.in_(ext_ids)))] if ext_ids else []
+        memberships = [dict(r._mapping) for r in conn.execute(
+            select(group_members).where(group_members.c.person_id == person_id))]
+        merges = [dict(r._mapping) for r in conn.execute(
+            select(identity_merges).where(or_(identity_merges.c.from_person_id.in_(aliases),
+                                              identity_merges.c.into_person_id.in_(aliases))))]
+    cur = store.cursor()
+    events = cur.execute(
+        "SELECT * FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts", [aliases]
+    ).fetch_arrow_table().to_pylist()
+    orders = cur.execute(
+        "SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY order_id, version",
+        [aliases],
+    ).fetch_arrow_table().to_pylist()
+    for row in events:
+        row["properties"] = _json(row["properties"])
+        row["identities"] = _json(row["identities"])
+    data = {
+        "exported_at": datetime.now(UTC).isoformat(),
+        "profile": profile,
+        "relations": relations,
+        "relation_tags": tag_rows,
+        "group_memberships": memberships,
+        "identity_merges": merges,
+        "events": events,
+        "orders": orders,
+    }
+    return orjson.loads(orjson.dumps(data, default=str))  # type: ignore[no-any-return]
+
+
+def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested_by: str) -> dict[str, int]:
+    """Erase a person from both stores (PIPL deletion). Leaves an audit row with no personal data."""
+    with store.write_lock:
+        with engine.begin() as conn:
+            row = conn.execute(select(persons.c.id).where(persons.c.id == person_id)).first()
+            if row is None:
+                raise PersonNotFound(f"no person {person_id}")
+            aliases = [person_id, *(r[0] for r in conn.execute(
+                select(persons.c.id).where(persons.c.merged_into == person_id)))]
+            ext_ids = [r[0] for r in conn.execute(
+                select(staff_relations.c.external_userid).where(staff_relations.c.person_id.in_(aliases)))]
+            counts = {
+                "identities": conn.execute(delete(identities).where(identities.c.person_id.in_(aliases))).rowcount,
+                "traits": conn.execute(delete(traits).where(traits.c.person_id.in_(aliases))).rowcount,
+                "relation_tags": conn.execute(delete(relation_tags).where(
+                    relation_tags.c.external_userid.in_(ext_ids))).rowcount if ext_ids else 0,
+                "relations": conn.execute(delete(staff_relations).where(
+                    staff_relations.c.person_id.in_(aliases))).rowcount,
+                "group_memberships": conn.execute(delete(group_members).where(
+                    group_members.c.person_id.in_(aliases))).rowcount,
+                "identity_merges": conn.execute(delete(identity_merges).where(or_(
+                    identity_merges.c.from_person_id.in_(aliases),
+                    identity_merges.c.into_person_id.in_(aliases)))).rowcount,
+                "changes": conn.execute(delete(changes).where(changes.c.person_id.in_(aliases))).rowcount,
+                "persons": conn.execute(delete(persons).where(persons.c.id.in_(aliases))).rowcount,
+            }
+            with store.transaction() as con:
+                params = [aliases]
+                counts["events"] = _count(con, "events", params)
+                con.execute("DELETE FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[]))", params)
+                counts["orders"] = _count(con, "orders", params)
+                con.execute("DELETE FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[]))", params)
+                con.execute(
+                    "DELETE FROM person_aliases WHERE person_id IN (SELECT unnest(?::VARCHAR[])) "
+                    "OR alias_id IN (SELECT unnest(?::VARCHAR[]))", [aliases, aliases])
+                conn.execute(erasures.insert().values(
+                    person_ref=hashlib.sha256(("siyu-erasure:" + person_id).encode()).hexdigest()[:32],
+                    requested_by=requested_by[:128],
+                    erased_at=datetime.now(UTC),
+                    counts=counts,
+                ))
+        store.con.execute("CHECKPOINT")
+    return counts
+
+
+def _count(con: Any, table: str, params: list[Any]) -> int:
+    row = con.execute(
+        f"SELECT count(*) FROM {table} WHERE person_id IN (SELECT unnest(?::VARCHAR[]))", params
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def stats(engine: Engine, store: EventStore) -> dict[str, int]:
+    """Counts: persons (surviving), identities, events, orders."""
+    with engine.connect() as conn:
+        n_persons = conn.execute(select(func.count()).select_from(persons).where(persons.c.merged_into.is_(None)))
+        person_count = int(n_persons.scalar_one())
+        identity_count = int(conn.execute(select(func.count()).select_from(identities)).scalar_one())
+    return {"persons": person_count, "identities": identity_count, **store.counts()}

@@ -1,0 +1,45 @@
+"""The objects one running installation needs, built from :class:`~siyu.config.Settings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from siyu.config import Settings
+from siyu.ingest.pipeline import Ingestor
+from siyu.store.events import EventStore
+from siyu.store.ops.engine import make_engine, upgrade
+
+
+@dataclass
+class Runtime:
+    """Ops engine, event store and ingestor of one installation. Close it when done."""
+
+    settings: Settings
+    engine: Engine
+    events: EventStore
+    ingestor: Ingestor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ingestor = Ingestor(self.settings, self.engine, self.events)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        """Open (and migrate) the stores under ``settings``."""
+        settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_ops_url)
+        upgrade(engine)
+        events = EventStore(settings.resolved_events_path)
+        return cls(settings, engine, events)
+
+    def close(self) -> None:
+        """Release both stores."""
+        self.events.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,320 @@
+"""The event store: an append-only DuckDB file of events and order versions.
+
+Tables are laid out as plain columns (no DuckDB-only types besides JSON text and a list of
+structs for order items) so that the same queries can later point at a Parquet lake read by Spark.
+
+* ``events`` — one row per message or state change; ``person_id`` is the person at write time.
+* ``orders`` — one row per *version* of an order; ``orders_current`` shows the latest.
+* ``person_aliases`` — persons merged into another (``alias_id`` → ``person_id``), kept flat.
+* ``events_resolved`` — ``events`` with ``person_id`` mapped to the surviving person.
+* ``store_meta`` — watermarks (e.g. the last ops-store change applied).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "person_id",
+    "identity_type",
+    "identity_value",
+    "identities",
+    "message_type",
+    "name",
+    "ts",
+    "properties",
+    "source",
+    "received_at",
+)
+
+ITEM_TYPE = pa.struct(
+    [
+        ("sku", pa.string()),
+        ("category", pa.string()),
+        ("quantity", pa.int32()),
+        ("price_fen", pa.int64()),
+    ]
+)
+
+EVENTS_ARROW = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("person_id", pa.string()),
+        ("identity_type", pa.string()),
+        ("identity_value", pa.string()),
+        ("identities", pa.string()),
+        ("message_type", pa.string()),
+        ("name", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("properties", pa.string()),
+        ("source", pa.string()),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+ORDERS_ARROW = pa.schema(
+    [
+        ("order_id", pa.string()),
+        ("version", pa.int32()),
+        ("person_id", pa.string()),
+        ("status", pa.string()),
+        ("paid_at", pa.timestamp("us", tz="UTC")),
+        ("amount_fen", pa.int64()),
+        ("discount_fen", pa.int64()),
+        ("refund_fen", pa.int64()),
+        ("items", pa.list_(ITEM_TYPE)),
+        ("channel", pa.string()),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("content_hash", pa.string()),
+        ("source", pa.string()),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id VARCHAR NOT NULL,
+    person_id VARCHAR NOT NULL,
+    identity_type VARCHAR,
+    identity_value VARCHAR,
+    identities JSON,
+    message_type VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    properties JSON,
+    source VARCHAR,
+    received_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    person_id VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    paid_at TIMESTAMPTZ,
+    amount_fen BIGINT NOT NULL,
+    discount_fen BIGINT NOT NULL,
+    refund_fen BIGINT NOT NULL,
+    items STRUCT(sku VARCHAR, category VARCHAR, quantity INTEGER, price_fen BIGINT)[],
+    channel VARCHAR,
+    updated_at TIMESTAMPTZ NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    source VARCHAR,
+    received_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS person_aliases (
+    alias_id VARCHAR NOT NULL,
+    person_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE OR REPLACE VIEW events_resolved AS
+    SELECT e.* REPLACE (coalesce(a.person_id, e.person_id) AS person_id)
+    FROM events e LEFT JOIN person_aliases a ON a.alias_id = e.person_id;
+CREATE OR REPLACE VIEW orders_current AS
+    SELECT o.* REPLACE (coalesce(a.person_id, o.person_id) AS person_id)
+    FROM (SELECT * FROM orders QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY version DESC) = 1) o
+    LEFT JOIN person_aliases a ON a.alias_id = o.person_id;
+"""
+
+
+class EventStoreLocked(RuntimeError):
+    """Another process (usually ``siyu serve``) holds the event store."""
+
+
+class SeenIndex:
+    """Which event ids are stored: 64-bit hashes in a sorted array plus a set of recent ones.
+
+    A miss is certain (the id is new). A hit may be a hash collision, so callers confirm hits
+    against the table. Built lazily from the table, then kept current by the single writer.
+    """
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self._sorted = np.sort(hashes.astype(np.uint64))
+        self._recent: set[int] = set()
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        """A boolean mask: which of ``hashes`` are (probably) stored."""
+        hashes = hashes.astype(np.uint64)
+        if len(self._sorted):
+            pos = np.searchsorted(self._sorted, hashes)
+            pos[pos >= len(self._sorted)] = len(self._sorted) - 1
+            hit = self._sorted[pos] == hashes
+        else:
+            hit = np.zeros(len(hashes), dtype=bool)
+        if self._recent:
+            hit |= np.fromiter((int(h) in self._recent for h in hashes), dtype=bool, count=len(hashes))
+        return hit
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Record newly stored ids."""
+        self._recent.update(int(h) for h in hashes)
+        if len(self._recent) > 500_000:
+            merged = np.concatenate([self._sorted, np.fromiter(self._recent, dtype=np.uint64)])
+            self._sorted = np.sort(merged)
+            self._recent.clear()
+
+
+class EventStore:
+    """The DuckDB event store. One writer per file; reads through per-thread cursors."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise EventStoreLocked(
+                    f"the event store {path} is in use by another siyu process (is `siyu serve` running?); "
+                    "stop it, or send the data through its HTTP API"
+                ) from exc
+            raise
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.write_lock = threading.RLock()
+        self._seen: SeenIndex | None = None
+        self._pending: list[str] = []
+        if not read_only:
+            self.con.execute(_DDL)
+            self.con.execute(
+                "INSERT INTO store_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+                [str(SCHEMA_VERSION)],
+            )
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for reading from another thread."""
+        cur = self.con.cursor()
+        cur.execute("SET TimeZone = 'UTC'")
+        return cur
+
+    # -- dedupe -------------------------------------------------------------------------------
+    def _hashes(self, ids: Sequence[str]) -> np.ndarray:
+        cur = self.cursor()
+        cur.register("_hash_input", pa.table({"x": pa.array(list(ids), pa.string())}))
+        out = cur.execute("SELECT hash(x) AS h FROM _hash_input").fetchnumpy()["h"]
+        return np.asarray(out, dtype=np.uint64)
+
+    def seen_index(self) -> SeenIndex:
+        """The dedupe index (built on first use)."""
+        if self._seen is None:
+            hashes = self.con.execute("SELECT hash(event_id) AS h FROM events").fetchnumpy()["h"]
+            self._seen = SeenIndex(np.asarray(hashes, dtype=np.uint64))
+        return self._seen
+
+    def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are already stored."""
+        if not ids:
+            return set()
+        hashes = self._hashes(ids)
+        hit = self.seen_index().contains(hashes)
+        candidates = [i for i, h in zip(ids, hit, strict=True) if h]
+        if not candidates:
+            return set()
+        cur = self.cursor()
+        cur.register("_candidates", pa.table({"event_id": pa.array(candidates, pa.string())}))
+        rows = cur.execute("SELECT DISTINCT event_id FROM events JOIN _candidates USING (event_id)").fetchall()
+        return {r[0] for r in rows}
+
+    def note_stored(self, ids: Sequence[str]) -> None:
+        """Tell the dedupe index about ids written outside :meth:`append`."""
+        if self._seen is not None and ids:
+            self._seen.add(self._hashes(ids))
+
+    # -- writes -------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction (serialised across threads)."""
+        with self.write_lock:
+            self._pending = []
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                self._pending = []
+                raise
+            self.con.execute("COMMIT")
+            self.note_stored(self._pending)
+            self._pending = []
+
+    def append_events(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+        """Append events (an Arrow table in :data:`EVENTS_ARROW` shape) inside a transaction."""
+        if table.num_rows:
+            con.register("_new_events", table)
+            try:
+                con.execute("INSERT INTO events BY NAME SELECT * FROM _new_events")
+            finally:
+                con.unregister("_new_events")
+            if self._seen is not None:
+                self._pending.extend(table.column("event_id").to_pylist())
+
+    def append_orders(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+        """Append order versions (an Arrow table in :data:`ORDERS_ARROW` shape)."""
+        if table.num_rows:
+            con.register("_new_orders", table)
+            try:
+                con.execute("INSERT INTO orders BY NAME SELECT * FROM _new_orders")
+            finally:
+                con.unregister("_new_orders")
+
+    def add_aliases(self, con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, str]]) -> None:
+        """Record merges ``(alias_id → person_id)`` in order, keeping the alias table flat."""
+        for alias_id, person_id in pairs:
+            con.execute("UPDATE person_aliases SET person_id = ? WHERE person_id = ?", [person_id, alias_id])
+            con.execute("INSERT INTO person_aliases VALUES (?, ?)", [alias_id, person_id])
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A value from ``store_meta``."""
+        row = self.cursor().execute("SELECT value FROM store_meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else default
+
+    @staticmethod
+    def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+        """Set a ``store_meta`` value inside a transaction."""
+        con.execute(
+            "INSERT INTO store_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+
+    # -- reads --------------------------------------------------------------------------------
+    def latest_orders(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The latest stored version of each of ``order_ids``."""
+        if not order_ids:
+            return {}
+        cur = self.cursor()
+        cur.register("_wanted", pa.table({"order_id": pa.array(list(order_ids), pa.string())}))
+        rows = cur.execute(
+            """SELECT o.order_id, o.version, o.status, o.updated_at, o.content_hash, o.person_id, o.refund_fen
+               FROM orders o JOIN _wanted USING (order_id)
+               QUALIFY row_number() OVER (PARTITION BY o.order_id ORDER BY o.version DESC) = 1"""
+        ).fetchall()
+        keys = ("order_id", "version", "status", "updated_at", "content_hash", "person_id", "refund_fen")
+        return {r[0]: dict(zip(keys, r, strict=True)) for r in rows}
+
+    def counts(self) -> dict[str, int]:
+        """Row counts: events, distinct orders."""
+        cur = self.cursor()
+        events = cur.execute("SELECT count(*) FROM events").fetchone()
+        orders = cur.execute("SELECT count(DISTINCT order_id) FROM orders").fetchone()
+        return {"events": int(events[0]) if events else 0, "orders": int(orders[0]) if orders else 0}
+
+    def aliases_of(self, person_id: str) -> list[str]:
+        """``person_id`` and every person merged into it."""
+        rows = self.cursor().execute(
+            "SELECT alias_id FROM person_aliases WHERE person_id = ?", [person_id]
+        ).fetchall()
+        return [person_id, *(r[0] for r in rows)]

@@ -1,0 +1,57 @@
+"""The change feed: ops-store state changes, applied to the event store exactly once, in order.
+
+Each change is written in the same ops transaction as the state it describes. After commit,
+:func:`apply_changes` turns changes past the event store's watermark into events (``$kind``) and
+merges into ``person_aliases``, moving the watermark in the same DuckDB transaction, so a crash
+between the two commits is repaired by the next call.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+import orjson
+import pyarrow as pa
+from sqlalchemy import Engine, select
+
+from siyu.store.events import EVENTS_ARROW, EventStore
+from siyu.store.ops.schema import changes
+
+WATERMARK = "ops_change_seq"
+
+
+def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> int:
+    """Apply pending changes inside the caller's DuckDB transaction; returns how many."""
+    last = int(store.get_meta(WATERMARK, "0") or 0)
+    applied = 0
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(changes).where(changes.c.seq > last).order_by(changes.c.seq).limit(limit)
+            ).all()
+        if not rows:
+            return applied
+        now = datetime.now(UTC)
+        cols: dict[str, list[object]] = {name: [] for name in EVENTS_ARROW.names}
+        aliases = []
+        for row in rows:
+            at = row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=UTC)
+            cols["event_id"].append(row.event_id)
+            cols["person_id"].append(row.person_id or "")
+            cols["identity_type"].append(None)
+            cols["identity_value"].append(None)
+            cols["identities"].append(None)
+            cols["message_type"].append("change")
+            cols["name"].append("$" + row.kind)
+            cols["ts"].append(at)
+            cols["properties"].append(orjson.dumps(row.payload).decode())
+            cols["source"].append("siyu")
+            cols["received_at"].append(now)
+            if row.kind == "identities_merged":
+                aliases.append((row.payload["from_person_id"], row.payload["into_person_id"]))
+        store.add_aliases(con, aliases)
+        store.append_events(con, pa.table(cols, schema=EVENTS_ARROW))
+        last = rows[-1].seq
+        store.set_meta(con, WATERMARK, str(last))
+        applied += len(rows)

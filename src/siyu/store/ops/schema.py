@@ -1,0 +1,203 @@
+"""Tables of the ops store (SQLAlchemy Core). Changes here need an Alembic migration."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = DateTime(timezone=True)
+ID = String(32)
+
+persons = Table(
+    "persons",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("created_at", TS, nullable=False),
+    Column("first_seen", TS),
+    Column("last_seen", TS),
+    Column("merged_into", ID, index=True, comment="set when this person was merged into another"),
+    Column("owner_staff_id", String(64), index=True),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("type", String(32), primary_key=True),
+    Column("value", String(256), primary_key=True),
+    Column("person_id", ID, nullable=False, index=True),
+    Column("first_seen", TS, nullable=False),
+)
+
+identity_merges = Table(
+    "identity_merges",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("status", String(16), nullable=False, comment="applied | refused"),
+    Column("from_person_id", ID, index=True),
+    Column("into_person_id", ID, index=True),
+    Column("reason", Text, nullable=False),
+    Column("message_id", String(256)),
+    Column("identities", JSON, comment="the identities that caused (or would have caused) the merge"),
+    Column("created_at", TS, nullable=False),
+)
+
+#: The change feed: every state change, in commit order; applied to the event store as events.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("person_id", ID, index=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("occurred_at", TS, nullable=False),
+    Column("payload", JSON, nullable=False),
+)
+
+traits = Table(
+    "traits",
+    metadata,
+    Column("person_id", ID, primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", JSON),
+    Column("updated_at", TS, nullable=False, comment="timestamp of the message that set it"),
+)
+
+staff = Table(
+    "staff",
+    metadata,
+    Column("userid", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("department", String(128)),
+    Column("status", String(16), nullable=False, default="active", comment="active | resigned"),
+    Column("created_at", TS, nullable=False),
+    Column("resigned_at", TS),
+)
+
+#: A WeCom follow_user relation: one staff member's view of one external contact.
+staff_relations = Table(
+    "staff_relations",
+    metadata,
+    Column("external_userid", String(64), primary_key=True),
+    Column("staff_userid", String(64), primary_key=True),
+    Column("person_id", ID, nullable=False, index=True),
+    Column("add_time", TS, nullable=False),
+    Column("remark", String(128)),
+    Column("description", String(256)),
+    Column("state", String(30), comment="the channel code's state the contact came through"),
+    Column("add_way", Integer),
+    Column("deleted_at", TS),
+    Column("deleted_by", String(16), comment="customer | staff"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("group_name", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("group_name", "name", name="uq_tags_group_name"),
+)
+
+relation_tags = Table(
+    "relation_tags",
+    metadata,
+    Column("external_userid", String(64), primary_key=True),
+    Column("staff_userid", String(64), primary_key=True),
+    Column("tag_id", String(64), ForeignKey("tags.id"), primary_key=True),
+    Column("tagged_at", TS, nullable=False),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("chat_id", String(64), primary_key=True),
+    Column("name", String(128)),
+    Column("owner_staff_id", String(64)),
+    Column("created_at", TS, nullable=False),
+    Column("dismissed_at", TS),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("chat_id", String(64), primary_key=True),
+    Column("member_id", String(64), primary_key=True, comment="external_userid or staff userid"),
+    Column("member_type", String(16), nullable=False, comment="customer | staff"),
+    Column("person_id", ID, index=True),
+    Column("join_time", TS, nullable=False),
+    Column("join_scene", Integer),
+    Column("left_at", TS),
+)
+
+tracking_plan = Table(
+    "tracking_plan",
+    metadata,
+    Column("event_name", String(128), primary_key=True),
+    Column("json_schema", JSON, nullable=False),
+    Column("description", Text),
+    Column("updated_at", TS, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False, comment="write | admin"),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", TS, nullable=False),
+    Column("revoked_at", TS),
+)
+
+#: What remains of an erased person: no personal data, only that an erasure happened.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person_ref", String(64), nullable=False, comment="salted hash of the erased person id"),
+    Column("requested_by", String(128), nullable=False),
+    Column("erased_at", TS, nullable=False),
+    Column("counts", JSON, nullable=False, comment="how many rows of each kind were erased"),
+)
+
+Index("ix_identities_person_type", identities.c.person_id, identities.c.type)
+
+__all__ = [
+    "api_keys",
+    "changes",
+    "erasures",
+    "group_members",
+    "groups",
+    "identities",
+    "identity_merges",
+    "metadata",
+    "persons",
+    "relation_tags",
+    "staff",
+    "staff_relations",
+    "tags",
+    "tracking_plan",
+    "traits",
+]
