@@ -91,13 +91,15 @@ class Validator:
         self.screen = IdentityScreen.from_lists(settings.blocked_values, settings.test_phones)
 
     # -- shared checks --------------------------------------------------------------------------
-    def _time(self, value: datetime | None, where: str, errors: list[str], default: datetime) -> datetime:
+    def _time(
+        self, value: datetime | None, where: str, errors: list[str], now: datetime, default: datetime | None = None
+    ) -> datetime:
         if value is None:
-            return default
+            return default or now
         if value.tzinfo is None:
             value = value.replace(tzinfo=self.tz)
         value = value.astimezone(UTC)
-        latest = default.timestamp() + self.settings.max_future_seconds
+        latest = now.timestamp() + self.settings.max_future_seconds
         if value < EARLIEST:
             errors.append(f"{where}\x00is before 2000-01-01: {value.isoformat()}")
         elif value.timestamp() > latest:
@@ -244,7 +246,7 @@ class Validator:
                 continue
             problems: list[str] = []
             paid_at = self._time(order.paid_at, "paid_at", problems, now) if order.paid_at else None
-            updated_at = self._time(order.updated_at, "updated_at", problems, paid_at or now)
+            updated_at = self._time(order.updated_at, "updated_at", problems, now, paid_at)
             keys = self._keys(self._identity_pairs(order), problems)
             if not keys and not problems:
                 problems.append("userId\x00no usable identity: userId, anonymousId and identities are all "

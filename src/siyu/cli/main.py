@@ -1,0 +1,321 @@
+"""``siyu``: set up, serve, import, inspect. Every command honours ``SIYU_HOME`` (or ``--home``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from siyu.config import Settings
+from siyu.runtime import Runtime
+from siyu.store.events import EventStoreLocked
+
+app = typer.Typer(help="siyu 私域 — private-domain customer operations.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+person_app = typer.Typer(help="One person: show, export, delete (PIPL).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+plan_app = typer.Typer(help="Tracking plan: a JSON Schema per event name.", no_args_is_help=True)
+app.add_typer(person_app, name="person")
+app.add_typer(keys_app, name="keys")
+app.add_typer(plan_app, name="plan")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print an error in red and exit."""
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option("--home", help="Data directory (default: $SIYU_HOME or ./.siyu).")] = None,
+) -> None:
+    """Build the settings once; sub-commands receive them through the context."""
+    try:
+        settings = Settings() if home is None else Settings(home=home)
+    except ValueError as exc:
+        fail(f"invalid settings: {exc}")
+    ctx.obj = settings
+
+
+@contextmanager
+def opened(ctx: typer.Context) -> Iterator[Runtime]:
+    """Open the stores, turning 'in use by the server' into a clear message."""
+    try:
+        runtime = Runtime.open(ctx.obj)
+    except EventStoreLocked as exc:
+        fail(str(exc))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def emit_json(data: Any) -> None:
+    """Print JSON for scripts (no Rich markup)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create SIYU_HOME and both stores (idempotent)."""
+    with opened(ctx) as rt:
+        out.print(f"siyu home: {rt.settings.home.resolve()}")
+        out.print(f"ops store: {rt.engine.url.render_as_string(hide_password=True)}")
+        out.print(f"event store: {rt.settings.resolved_events_path.resolve()}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Serve the API and console (uvicorn, default http://127.0.0.1:8000)."""
+    import uvicorn
+
+    from siyu.api.app import create_app
+
+    settings: Settings = ctx.obj
+    with opened(ctx) as rt:
+        out.print(f"siyu serving http://{host or settings.host}:{port or settings.port}  (API docs at /docs)")
+        uvicorn.run(create_app(settings, rt), host=host or settings.host, port=port or settings.port,
+                    log_level="warning")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after loading.")] = True,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Load a sample brand into an empty SIYU_HOME, then serve it."""
+    from siyu.demo.sample import load_sample
+    from siyu.profiles.service import stats
+
+    with opened(ctx) as rt:
+        if stats(rt.engine, rt.events)["events"] == 0:
+            with out.status("loading the sample brand…"):
+                result = load_sample(rt.ingestor)
+            out.print(f"sample loaded: {result.accepted} messages and orders")
+        key_file = rt.settings.home / "demo-admin-key.txt"
+        if not key_file.exists():
+            from siyu.api.keys import create_key
+
+            key_file.write_text(create_key(rt.engine, kind="admin", name="demo") + "\n")
+        out.print(f"admin key for the demo API: {key_file.read_text().strip()}  (kept in {key_file})")
+        emit_stats(stats(rt.engine, rt.events))
+        if serve_after:
+            import uvicorn
+
+            from siyu.api.app import create_app
+
+            p = port or rt.settings.port
+            out.print(f"[bold]siyu demo[/bold] on http://{rt.settings.host}:{p}  — Ctrl+C to stop")
+            uvicorn.run(create_app(rt.settings, rt), host=rt.settings.host, port=p, log_level="warning")
+
+
+def emit_stats(data: dict[str, int]) -> None:
+    """Print counts as a table."""
+    table = Table("", "count")
+    for key, value in data.items():
+        table.add_row(key, f"{value:,}")
+    out.print(table)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="events | orders | customers")],
+    file: Annotated[Path, typer.Argument(help="A .csv, .jsonl or .parquet file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print {accepted, rejected, duplicates}.")] = False,
+    source: Annotated[str | None, typer.Option(help="Source label stored with each event.")] = None,
+) -> None:
+    """Import a file; bad rows go to FILE.rejects.jsonl with their reasons."""
+    from siyu.ingest.files import ImportFileError, count_rows, import_file
+
+    if kind not in ("events", "orders", "customers"):
+        fail(f"unknown kind {kind!r}: use events, orders or customers")
+    if not file.is_file():
+        fail(f"{file}: no such file")
+    with opened(ctx) as rt:
+        try:
+            total = count_rows(file)
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as bar:
+                task = bar.add_task(f"import {kind}", total=total)
+                report = import_file(rt.ingestor, file, kind, source=source,  # type: ignore[arg-type]
+                                     progress=lambda n: bar.advance(task, n))
+        except ImportFileError as exc:
+            fail(str(exc))
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        out.print(f"accepted {report.result.accepted:,}, rejected {report.rejected:,}, "
+                  f"duplicates {report.result.duplicates:,} (new persons {report.result.new_persons:,}, "
+                  f"merges {report.result.merges:,}, refused merges {report.result.refused_merges:,})")
+    if report.rejects_path:
+        err.print(f"rejected rows and reasons: {report.rejects_path}")
+
+
+@app.command("stats")
+def stats_(ctx: typer.Context,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Counts of persons, identities, events and orders."""
+    from siyu.profiles.service import stats
+
+    with opened(ctx) as rt:
+        data = stats(rt.engine, rt.events)
+    emit_json(data) if as_json else emit_stats(data)
+
+
+def _person(rt: Runtime, ref: str) -> str:
+    from siyu.profiles.service import PersonNotFound, resolve_person_id
+
+    try:
+        return resolve_person_id(rt.engine, ref)
+    except PersonNotFound as exc:
+        fail(str(exc))
+    raise AssertionError  # unreachable
+
+
+@person_app.command("show")
+def person_show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
+                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+                limit: Annotated[int, typer.Option(help="Timeline entries.")] = 20) -> None:
+    """A person's profile and latest activity."""
+    from siyu.profiles.service import get_profile, timeline
+
+    with opened(ctx) as rt:
+        pid = _person(rt, ref)
+        profile = get_profile(rt.engine, rt.events, pid)
+        profile["timeline"] = timeline(rt.events, [pid, *profile["merged_from"]], limit=limit)
+    if as_json:
+        emit_json(profile)
+        return
+    out.print(f"[bold]{profile['id']}[/bold]  first seen {profile['first_seen']}  last seen {profile['last_seen']}")
+    out.print("identities: " + ", ".join(f"{i['type']}={i['value']}" for i in profile["identities"]))
+    out.print(f"traits: {json.dumps(profile['traits'], ensure_ascii=False)}")
+    out.print(f"orders: {profile['order_count']}  total spend ¥{profile['total_spend_fen'] / 100:,.2f}")
+    table = Table("time", "event", "properties")
+    for item in profile["timeline"]["items"]:
+        table.add_row(item["timestamp"], item["name"], json.dumps(item["properties"], ensure_ascii=False)[:80])
+    out.print(table)
+
+
+@person_app.command("export")
+def person_export(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
+                  output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None
+                  ) -> None:
+    """Everything held about a person, as JSON (PIPL access request)."""
+    from siyu.profiles.service import export_person
+
+    with opened(ctx) as rt:
+        data = export_person(rt.engine, rt.events, _person(rt, ref))
+    if output:
+        output.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+        err.print(f"written to {output}")
+    else:
+        emit_json(data)
+
+
+@person_app.command("delete")
+def person_delete(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
+                  yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False) -> None:
+    """Erase a person from both stores (PIPL deletion); only an audit record remains."""
+    from siyu.profiles.service import erase_person
+
+    with opened(ctx) as rt:
+        pid = _person(rt, ref)
+        if not yes and not typer.confirm(f"erase person {pid} and everything about them?"):
+            raise typer.Exit(1)
+        counts = erase_person(rt.engine, rt.events, pid, requested_by="cli")
+    emit_json({"erased": pid, "counts": counts})
+
+
+@keys_app.command("create")
+def keys_create(ctx: typer.Context,
+                kind: Annotated[str, typer.Option(help="write (ingestion) or admin (everything).")] = "write",
+                name: Annotated[str, typer.Option(help="What the key is for.")] = "default") -> None:
+    """Create an API key and print it (shown only once)."""
+    from siyu.api.keys import create_key
+
+    if kind not in ("write", "admin"):
+        fail("--kind must be write or admin")
+    with opened(ctx) as rt:
+        sys.stdout.write(create_key(rt.engine, kind=kind, name=name) + "\n")  # type: ignore[arg-type]
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """API keys (without their secrets)."""
+    from siyu.api.keys import list_keys
+
+    with opened(ctx) as rt:
+        rows = list_keys(rt.engine)
+    table = Table("id", "name", "kind", "prefix", "created", "revoked")
+    for r in rows:
+        table.add_row(*(str(r[c] or "") for c in ("id", "name", "kind", "prefix", "created_at", "revoked_at")))
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="Key id from `keys list`.")]) -> None:
+    """Revoke an API key."""
+    from siyu.api.keys import revoke_key
+
+    with opened(ctx) as rt:
+        if not revoke_key(rt.engine, key_id):
+            fail(f"no active key {key_id}")
+    out.print(f"revoked {key_id}")
+
+
+@plan_app.command("set")
+def plan_set(ctx: typer.Context, event: Annotated[str, typer.Argument(help="Event name.")],
+             schema_file: Annotated[Path, typer.Argument(help="A JSON Schema file for its properties.")]) -> None:
+    """Set the JSON Schema of an event's properties."""
+    from siyu.ingest.tracking_plan import TrackingPlanError
+
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        fail(f"{schema_file}: {exc}")
+    with opened(ctx) as rt:
+        try:
+            rt.ingestor.plan.set(event, schema)
+        except TrackingPlanError as exc:
+            fail(str(exc))
+    out.print(f"schema set for {event}")
+
+
+@plan_app.command("list")
+def plan_list(ctx: typer.Context) -> None:
+    """Event schemas of the tracking plan, as JSON."""
+    with opened(ctx) as rt:
+        emit_json({"mode": rt.settings.tracking_plan_mode, "events": rt.ingestor.plan.list()})
+
+
+@plan_app.command("remove")
+def plan_remove(ctx: typer.Context, event: Annotated[str, typer.Argument(help="Event name.")]) -> None:
+    """Remove an event's schema."""
+    with opened(ctx) as rt:
+        if not rt.ingestor.plan.remove(event):
+            fail(f"no schema for {event}")
+    out.print(f"removed {event}")
+
+
+def main() -> None:
+    """Entry point of the ``siyu`` command."""
+    app()

@@ -1,0 +1,1 @@
+"""The built-in sample brand used by ``siyu demo`` until the simulator lands."""
