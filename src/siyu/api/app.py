@@ -1,6 +1,5 @@
 """The FastAPI application: ingestion, persons, tracking plan, stats."""
 
-
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -8,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -69,7 +68,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return _error_response(exc)
 
     def rt(request: Request) -> Runtime:
-        return request.app.state.runtime  # type: ignore[no-any-return]
+        return request.app.state.runtime
 
     def auth(*kinds: KeyKind) -> Callable[[Request], Awaitable[str]]:
         async def check(request: Request) -> str:
@@ -102,8 +101,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise ApiError(413, "body_too_large",
-                           f"request body is {declared} bytes; the limit is {settings.max_body_bytes}")
+            raise ApiError(
+                413, "body_too_large", f"request body is {declared} bytes; the limit is {settings.max_body_bytes}"
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -125,8 +125,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         if not items:
             raise ApiError(422, "invalid_body", f"`{key}` is empty")
         if len(items) > settings.max_batch_messages:
-            raise ApiError(413, "batch_too_large",
-                           f"{len(items)} items; a call may carry at most {settings.max_batch_messages}")
+            raise ApiError(
+                413, "batch_too_large", f"{len(items)} items; a call may carry at most {settings.max_batch_messages}"
+            )
         return items
 
     @app.get("/health", tags=["meta"])
@@ -144,9 +145,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             runtime.ingestor.refresh_plan()
             checked = runtime.ingestor.validator.messages(items)
             if checked.errors:
-                raise ApiError(422, "invalid_messages",
-                               f"{len({e.index for e in checked.errors})} of {len(items)} messages are invalid; "
-                               "nothing was stored", [e.as_dict() for e in checked.errors])
+                raise ApiError(
+                    422,
+                    "invalid_messages",
+                    f"{len({e.index for e in checked.errors})} of {len(items)} messages are invalid; "
+                    "nothing was stored",
+                    [e.as_dict() for e in checked.errors],
+                )
             return runtime.ingestor.ingest_messages(checked.messages, source="api").as_dict()
 
         return await run_in_threadpool(work)
@@ -160,9 +165,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         def work() -> dict[str, Any]:
             checked = runtime.ingestor.validator.orders(items)
             if checked.errors:
-                raise ApiError(422, "invalid_orders",
-                               f"{len({e.index for e in checked.errors})} of {len(items)} orders are invalid; "
-                               "nothing was stored", [e.as_dict() for e in checked.errors])
+                raise ApiError(
+                    422,
+                    "invalid_orders",
+                    f"{len({e.index for e in checked.errors})} of {len(items)} orders are invalid; nothing was stored",
+                    [e.as_dict() for e in checked.errors],
+                )
             return runtime.ingestor.ingest_orders(checked.orders, source="api").as_dict()
 
         return await run_in_threadpool(work)
@@ -176,9 +184,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             raise ApiError(404, "not_found", str(exc)) from exc
 
     @app.get("/v1/persons/{ref}", tags=["persons"])
-    def person(request: Request, ref: str, _key: AdminKey,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-               before: datetime | None = None) -> dict[str, Any]:
+    def person(
+        request: Request,
+        ref: str,
+        _key: AdminKey,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: datetime | None = None,
+    ) -> dict[str, Any]:
         """A profile: identities, traits, activity and orders, with a page of its timeline.
 
         `ref` is a person id or `type:value` of an identity (e.g. `member_id:M001`).
@@ -235,9 +247,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     def home(request: Request) -> str:
         runtime = rt(request)
         s = stats(runtime.engine, runtime.events)
-        cells = "".join(f"<div class=card><b>{v:,}</b><span>{k}</span></div>" for k, v in {
-            "客户 persons": s["persons"], "身份 identities": s["identities"],
-            "事件 events": s["events"], "订单 orders": s["orders"]}.items())
+        cells = "".join(
+            f"<div class=card><b>{v:,}</b><span>{k}</span></div>"
+            for k, v in {
+                "客户 persons": s["persons"],
+                "身份 identities": s["identities"],
+                "事件 events": s["events"],
+                "订单 orders": s["orders"],
+            }.items()
+        )
         return (
             "<!doctype html><html lang=zh-CN><meta charset=utf-8><title>siyu 私域 · 概览</title>"
             "<style>body{font-family:sans-serif;margin:2rem}.card{display:inline-block;padding:1rem 2rem;"

@@ -28,7 +28,11 @@ def create_key(engine: Engine, *, kind: KeyKind, name: str) -> str:
     with engine.begin() as conn:
         conn.execute(
             api_keys.insert().values(
-                id=new_id(), name=name[:128], kind=kind, prefix=key[:12], key_hash=_hash(key),
+                id=new_id(),
+                name=name[:128],
+                kind=kind,
+                prefix=key[:12],
+                key_hash=_hash(key),
                 created_at=datetime.now(UTC),
             )
         )
@@ -51,8 +55,14 @@ def list_keys(engine: Engine) -> list[dict[str, object]]:
     """Keys without their secret part."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(api_keys.c.id, api_keys.c.name, api_keys.c.kind, api_keys.c.prefix, api_keys.c.created_at,
-                   api_keys.c.revoked_at).order_by(api_keys.c.created_at)
+            select(
+                api_keys.c.id,
+                api_keys.c.name,
+                api_keys.c.kind,
+                api_keys.c.prefix,
+                api_keys.c.created_at,
+                api_keys.c.revoked_at,
+            ).order_by(api_keys.c.created_at)
         ).all()
     return [dict(r._mapping) for r in rows]
 
@@ -61,7 +71,8 @@ def revoke_key(engine: Engine, key_id: str) -> bool:
     """Revoke a key by id; True if it existed and was active."""
     with engine.begin() as conn:
         result = conn.execute(
-            update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=datetime.now(UTC))
         )
     return bool(result.rowcount)

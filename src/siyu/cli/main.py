@@ -18,8 +18,9 @@ from siyu.config import Settings
 from siyu.runtime import Runtime
 from siyu.store.events import EventStoreLocked
 
-app = typer.Typer(help="siyu 私域 — private-domain customer operations.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="siyu 私域 — private-domain customer operations.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 person_app = typer.Typer(help="One person: show, export, delete (PIPL).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 plan_app = typer.Typer(help="Tracking plan: a JSON Schema per event name.", no_args_is_help=True)
@@ -28,7 +29,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(plan_app, name="plan")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -40,7 +41,9 @@ def fail(message: str, code: int = 1) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Annotated[Path | None, typer.Option("--home", help="Data directory (default: $SIYU_HOME or ./.siyu).")] = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Data directory (default: $SIYU_HOME or ./.siyu).")
+    ] = None,
 ) -> None:
     """Build the settings once; sub-commands receive them through the context."""
     try:
@@ -91,8 +94,9 @@ def serve(
     settings: Settings = ctx.obj
     with opened(ctx) as rt:
         out.print(f"siyu serving http://{host or settings.host}:{port or settings.port}  (API docs at /docs)")
-        uvicorn.run(create_app(settings, rt), host=host or settings.host, port=port or settings.port,
-                    log_level="warning")
+        uvicorn.run(
+            create_app(settings, rt), host=host or settings.host, port=port or settings.port, log_level="warning"
+        )
 
 
 @app.command()
@@ -153,26 +157,38 @@ def import_(
     with opened(ctx) as rt:
         try:
             total = count_rows(file)
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as bar:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                disable=as_json or not err.is_terminal,
+            ) as bar:
                 task = bar.add_task(f"import {kind}", total=total)
-                report = import_file(rt.ingestor, file, kind, source=source,  # type: ignore[arg-type]
-                                     progress=lambda n: bar.advance(task, n))
+                report = import_file(
+                    rt.ingestor,
+                    file,
+                    kind,  # type: ignore[arg-type]
+                    source=source,
+                    progress=lambda n: bar.advance(task, n),
+                )
         except ImportFileError as exc:
             fail(str(exc))
     if as_json:
         emit_json(report.as_dict())
     else:
-        out.print(f"accepted {report.result.accepted:,}, rejected {report.rejected:,}, "
-                  f"duplicates {report.result.duplicates:,} (new persons {report.result.new_persons:,}, "
-                  f"merges {report.result.merges:,}, refused merges {report.result.refused_merges:,})")
+        out.print(
+            f"accepted {report.result.accepted:,}, rejected {report.rejected:,}, "
+            f"duplicates {report.result.duplicates:,} (new persons {report.result.new_persons:,}, "
+            f"merges {report.result.merges:,}, refused merges {report.result.refused_merges:,})"
+        )
     if report.rejects_path:
         err.print(f"rejected rows and reasons: {report.rejects_path}")
 
 
 @app.command("stats")
-def stats_(ctx: typer.Context,
-           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def stats_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Counts of persons, identities, events and orders."""
     from siyu.profiles.service import stats
 
@@ -192,9 +208,12 @@ def _person(rt: Runtime, ref: str) -> str:
 
 
 @person_app.command("show")
-def person_show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
-                as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-                limit: Annotated[int, typer.Option(help="Timeline entries.")] = 20) -> None:
+def person_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Timeline entries.")] = 20,
+) -> None:
     """A person's profile and latest activity."""
     from siyu.profiles.service import get_profile, timeline
 
@@ -216,9 +235,11 @@ def person_show(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Per
 
 
 @person_app.command("export")
-def person_export(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
-                  output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None
-                  ) -> None:
+def person_export(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
+) -> None:
     """Everything held about a person, as JSON (PIPL access request)."""
     from siyu.profiles.service import export_person
 
@@ -232,8 +253,11 @@ def person_export(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="P
 
 
 @person_app.command("delete")
-def person_delete(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
-                  yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False) -> None:
+def person_delete(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Person id or type:value.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
     """Erase a person from both stores (PIPL deletion); only an audit record remains."""
     from siyu.profiles.service import erase_person
 
@@ -246,9 +270,11 @@ def person_delete(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="P
 
 
 @keys_app.command("create")
-def keys_create(ctx: typer.Context,
-                kind: Annotated[str, typer.Option(help="write (ingestion) or admin (everything).")] = "write",
-                name: Annotated[str, typer.Option(help="What the key is for.")] = "default") -> None:
+def keys_create(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Option(help="write (ingestion) or admin (everything).")] = "write",
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "default",
+) -> None:
     """Create an API key and print it (shown only once)."""
     from siyu.api.keys import create_key
 
@@ -283,8 +309,11 @@ def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="
 
 
 @plan_app.command("set")
-def plan_set(ctx: typer.Context, event: Annotated[str, typer.Argument(help="Event name.")],
-             schema_file: Annotated[Path, typer.Argument(help="A JSON Schema file for its properties.")]) -> None:
+def plan_set(
+    ctx: typer.Context,
+    event: Annotated[str, typer.Argument(help="Event name.")],
+    schema_file: Annotated[Path, typer.Argument(help="A JSON Schema file for its properties.")],
+) -> None:
     """Set the JSON Schema of an event's properties."""
     from siyu.ingest.tracking_plan import TrackingPlanError
 

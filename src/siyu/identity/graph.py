@@ -176,8 +176,7 @@ class IdentityGraph:
                         "refused",
                         other,
                         person,
-                        f"merge refused: together the two persons would hold {combined} {t} values "
-                        f"(limit {limit})",
+                        f"merge refused: together the two persons would hold {combined} {t} values (limit {limit})",
                         message_id,
                         list(keys),
                         at,

@@ -19,6 +19,7 @@ from siyu.store.ops.schema import (
     persons,
     staff_relations,
 )
+from siyu.store.ops.upsert import bulk_insert
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -44,26 +45,14 @@ def write_graph(
     for pid, at in graph.new_persons.items():
         root = graph.find(pid)
         first, last = seen.get(root, (at, at))
-        new_rows.append(
-            {
-                "id": pid,
-                "created_at": now,
-                "first_seen": first,
-                "last_seen": last,
-                "merged_into": root if root != pid else None,
-                "owner_staff_id": None,
-            }
-        )
-    if new_rows:
-        conn.execute(persons.insert(), new_rows)
-    if graph.new_identities:
-        conn.execute(
-            identities.insert(),
-            [
-                {"type": t, "value": v, "person_id": graph.find(pid), "first_seen": at}
-                for (t, v), (pid, at) in graph.new_identities.items()
-            ],
-        )
+        new_rows.append((pid, now, first, last, root if root != pid else None))
+    bulk_insert(conn, persons, ("id", "created_at", "first_seen", "last_seen", "merged_into"), new_rows)
+    bulk_insert(
+        conn,
+        identities,
+        ("type", "value", "person_id", "first_seen"),
+        [(t, v, graph.find(pid), at) for (t, v), (pid, at) in graph.new_identities.items()],
+    )
     for merge in graph.merges:
         _apply_merge(conn, merge.from_person_id, merge.into_person_id, trait_strategies)
     _log_merges(conn, graph, now)
@@ -74,10 +63,10 @@ def write_graph(
             update(persons)
             .where(persons.c.id == _bind("pid"))
             .values(
-                first_seen=case((or_(first_seen.is_(None), first_seen > _bind("first")), _bind("first")),
-                                else_=first_seen),
-                last_seen=case((or_(last_seen.is_(None), last_seen < _bind("last")), _bind("last")),
-                               else_=last_seen),
+                first_seen=case(
+                    (or_(first_seen.is_(None), first_seen > _bind("first")), _bind("first")), else_=first_seen
+                ),
+                last_seen=case((or_(last_seen.is_(None), last_seen < _bind("last")), _bind("last")), else_=last_seen),
             )
         )
         conn.execute(stmt, [{"pid": pid, "first": a, "last": b} for pid, (a, b) in existing])
@@ -93,18 +82,13 @@ def _apply_merge(conn: Connection, source: str, target: str, trait_strategies: M
     """Move everything of ``source`` to ``target`` (identities, traits, relations, groups)."""
     conn.execute(update(identities).where(identities.c.person_id == source).values(person_id=target))
     conn.execute(
-        update(persons)
-        .where(or_(persons.c.id == source, persons.c.merged_into == source))
-        .values(merged_into=target)
+        update(persons).where(or_(persons.c.id == source, persons.c.merged_into == source)).values(merged_into=target)
     )
-    conn.execute(update(staff_relations).where(staff_relations.c.person_id == source).values(person_id=target))
-    conn.execute(update(group_members).where(group_members.c.person_id == source).values(person_id=target))
-    src = conn.execute(
-        select(persons.c.first_seen, persons.c.last_seen, persons.c.owner_staff_id).where(persons.c.id == source)
-    ).first()
-    dst = conn.execute(
-        select(persons.c.first_seen, persons.c.last_seen, persons.c.owner_staff_id).where(persons.c.id == target)
-    ).first()
+    for table in (staff_relations, group_members):
+        conn.execute(update(table).where(table.c.person_id == source).values(person_id=target))
+    columns = (persons.c.first_seen, persons.c.last_seen, persons.c.owner_staff_id)
+    src = conn.execute(select(*columns).where(persons.c.id == source)).first()
+    dst = conn.execute(select(*columns).where(persons.c.id == target)).first()
     if src is not None and dst is not None:
         firsts = [as_utc(x) for x in (src.first_seen, dst.first_seen) if x is not None]
         lasts = [as_utc(x) for x in (src.last_seen, dst.last_seen) if x is not None]

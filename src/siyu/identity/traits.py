@@ -31,9 +31,7 @@ def wins(strategy: str, new: Any, new_at: datetime, old: Any, old_at: datetime) 
     return new_at >= old_at  # latest
 
 
-def apply_trait_updates(
-    conn: Connection, updates: Iterable[TraitUpdate], strategies: Mapping[str, str]
-) -> int:
+def apply_trait_updates(conn: Connection, updates: Iterable[TraitUpdate], strategies: Mapping[str, str]) -> int:
     """Apply trait values from identify messages; writes a ``trait_changed`` change per real change.
 
     A ``None`` value removes the trait. Returns the number of traits changed.
@@ -59,9 +57,7 @@ def apply_trait_updates(
         if old is None or wins(strategies.get(key, "latest"), value, at, old[0], old[1]):
             current[(person_id, key)] = (value, at)
             last_message[(person_id, key)] = (message_id, at)
-    changed = [
-        k for k in last_message if k not in before or before[k][0] != current[k][0]
-    ]
+    changed = [k for k in last_message if k not in before or before[k][0] != current[k][0]]
     upserts = [
         {"person_id": p, "key": k, "value": current[(p, k)][0], "updated_at": current[(p, k)][1]}
         for p, k in last_message

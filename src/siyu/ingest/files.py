@@ -17,18 +17,46 @@ from typing import Any, Literal
 import orjson
 import pyarrow.parquet as pq
 
-from siyu.ingest.pipeline import IngestResult, Ingestor
+from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import FieldError
 
 Kind = Literal["events", "orders", "customers"]
 IDENTITY_COLUMNS = ("wecom_external_userid", "unionid", "openid", "phone", "member_id", "email")
-_ALIASES = {"message_id": "messageId", "user_id": "userId", "anonymous_id": "anonymousId",
-            "event_name": "event", "previous_id": "previousId"}
-_MESSAGE_FIELDS = {"type", "messageId", "event", "userId", "anonymousId", "previousId", "timestamp",
-                   "properties", "traits", "identities", "context"}
+_ALIASES = {
+    "message_id": "messageId",
+    "user_id": "userId",
+    "anonymous_id": "anonymousId",
+    "event_name": "event",
+    "previous_id": "previousId",
+}
+_MESSAGE_FIELDS = {
+    "type",
+    "messageId",
+    "event",
+    "userId",
+    "anonymousId",
+    "previousId",
+    "timestamp",
+    "properties",
+    "traits",
+    "identities",
+    "context",
+}
 _ORDER_INT_FIELDS = {"amount_fen", "discount_fen", "refund_fen"}
-_ORDER_FIELDS = {"order_id", "status", "userId", "anonymousId", "identities", "paid_at", "updated_at",
-                 "amount_fen", "discount_fen", "refund_fen", "items", "channel"}
+_ORDER_FIELDS = {
+    "order_id",
+    "status",
+    "userId",
+    "anonymousId",
+    "identities",
+    "paid_at",
+    "updated_at",
+    "amount_fen",
+    "discount_fen",
+    "refund_fen",
+    "items",
+    "channel",
+}
 
 
 class ImportFileError(ValueError):
@@ -138,7 +166,7 @@ def to_message(kind: Kind, record: Any, *, flat: bool) -> Any:
     """Shape one file record into a ``/v1/batch`` message (events, customers) or an order."""
     if not isinstance(record, dict):
         return record
-    rec = {_ALIASES.get(k, k): v for k, v in record.items()}
+    rec: dict[str, Any] = {_ALIASES.get(str(k), str(k)): v for k, v in record.items()}
     if kind == "orders":
         order = {k: v for k, v in rec.items() if k in _ORDER_FIELDS}
         ids = {k: str(v) for k, v in rec.items() if k in IDENTITY_COLUMNS}
@@ -153,6 +181,7 @@ def to_message(kind: Kind, record: Any, *, flat: bool) -> Any:
         if unknown:
             order["_unknown"] = sorted(unknown)  # rejected by the schema, naming the columns
         return order
+    message: dict[str, Any]
     if not flat:
         message = dict(rec)
     else:
@@ -182,8 +211,13 @@ def import_file(
     chunk_rows: int = 5000,
     source: str | None = None,
     progress: Callable[[int], None] | None = None,
+    vectorised: bool = True,
 ) -> ImportReport:
-    """Import one file; returns counts and where the rejects went."""
+    """Import one file; returns counts and where the rejects went.
+
+    Flat Parquet event files take the vectorised path (:mod:`siyu.ingest.bulk`) unless
+    ``vectorised`` is False; everything else is checked row by row.
+    """
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
     fmt = _format(path)
@@ -193,6 +227,15 @@ def import_file(
     rejects: list[bytes] = []
     source = source or f"file:{path.name}"
     ingestor.refresh_plan()
+    if vectorised and fmt == "parquet" and kind == "events":
+        from siyu.ingest.bulk import import_parquet_events
+
+        fast = import_parquet_events(ingestor, path, source=source, progress=progress)
+        if fast is not None:
+            report.result, report.rejected, rejects = fast
+            report.rows = count_rows(path)
+            _write_rejects(rejects_path, rejects, report)
+            return report
 
     def flush(numbers: list[int], raws: list[Any]) -> None:
         if not raws:
@@ -203,11 +246,16 @@ def import_file(
         for err in checked.errors:
             bad.setdefault(err.index, []).append(err)
         for index, errors in bad.items():
-            rejects.append(orjson.dumps({
-                "line": numbers[index],
-                "errors": [{"field": e.field, "reason": e.reason} for e in errors],
-                "record": raws[index],
-            }, default=str))
+            rejects.append(
+                orjson.dumps(
+                    {
+                        "line": numbers[index],
+                        "errors": [{"field": e.field, "reason": e.reason} for e in errors],
+                        "record": raws[index],
+                    },
+                    default=str,
+                )
+            )
         report.rejected += len(bad)
         if kind == "orders":
             report.result.add(ingestor.ingest_orders(checked.orders, source=source))
@@ -232,9 +280,13 @@ def import_file(
             flush(numbers, raws)
             numbers, raws = [], []
     flush(numbers, raws)
+    _write_rejects(rejects_path, rejects, report)
+    return report
+
+
+def _write_rejects(rejects_path: Path, rejects: list[bytes], report: ImportReport) -> None:
     if rejects:
         rejects_path.write_bytes(b"\n".join(rejects) + b"\n")
         report.rejects_path = rejects_path
     elif rejects_path.exists():
         rejects_path.unlink()
-    return report

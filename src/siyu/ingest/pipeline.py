@@ -105,8 +105,13 @@ class Ingestor:
                 graph.load(conn, (k for m in fresh for k in m.keys))
                 raw_people = [graph.resolve(m.keys, m.ts, m.message_id) for m in fresh]
                 people = [graph.find(p) for p in raw_people]
-                write_graph(conn, graph, _spans(people, [m.ts for m in fresh]),
-                            trait_strategies=self.settings.trait_strategies, now=now)
+                write_graph(
+                    conn,
+                    graph,
+                    _spans(people, [m.ts for m in fresh]),
+                    trait_strategies=self.settings.trait_strategies,
+                    now=now,
+                )
                 updates: list[TraitUpdate] = [
                     (person, key, value, m.ts, m.message_id)
                     for m, person in zip(fresh, people, strict=True)
@@ -125,9 +130,7 @@ class Ingestor:
         return result
 
     @staticmethod
-    def _event_table(
-        fresh: Sequence[PreparedMessage], people: Sequence[str], source: str, now: datetime
-    ) -> pa.Table:
+    def _event_table(fresh: Sequence[PreparedMessage], people: Sequence[str], source: str, now: datetime) -> pa.Table:
         props = []
         for m in fresh:
             body: dict[str, Any] = dict(m.properties)
@@ -184,8 +187,9 @@ class Ingestor:
                 raw = [graph.resolve(p.keys, p.updated_at, f"order:{p.order.order_id}") for p, _ in fresh]
                 people = [graph.find(x) for x in raw]
                 times = [p.paid_at or p.updated_at for p, _ in fresh]
-                write_graph(conn, graph, _spans(people, times),
-                            trait_strategies=self.settings.trait_strategies, now=now)
+                write_graph(
+                    conn, graph, _spans(people, times), trait_strategies=self.settings.trait_strategies, now=now
+                )
             result.accepted = len(fresh)
             result.new_persons = sum(1 for p in graph.new_persons if graph.find(p) == p)
             result.merges = len(graph.merges)
@@ -231,30 +235,50 @@ class Ingestor:
             old_refund = refunded.get(o.order_id, int(prev.get("refund_fen", 0)) if prev else 0)
             items = [i.model_dump() for i in o.items]
             for name, value in (
-                ("order_id", o.order_id), ("version", version), ("person_id", person), ("status", o.status),
-                ("paid_at", p.paid_at), ("amount_fen", o.amount_fen), ("discount_fen", o.discount_fen),
-                ("refund_fen", o.refund_fen), ("items", items), ("channel", o.channel),
-                ("updated_at", p.updated_at), ("content_hash", p.content_hash), ("source", source),
+                ("order_id", o.order_id),
+                ("version", version),
+                ("person_id", person),
+                ("status", o.status),
+                ("paid_at", p.paid_at),
+                ("amount_fen", o.amount_fen),
+                ("discount_fen", o.discount_fen),
+                ("refund_fen", o.refund_fen),
+                ("items", items),
+                ("channel", o.channel),
+                ("updated_at", p.updated_at),
+                ("content_hash", p.content_hash),
+                ("source", source),
                 ("received_at", now),
             ):
                 order_rows[name].append(value)
             common = {"order_id": o.order_id, "channel": o.channel}
             if o.status in PAID_STATUSES and not was_paid and p.paid_at is not None:
-                event("order_paid", p, person, p.paid_at, {
-                    **common,
-                    "amount_fen": o.amount_fen,
-                    "discount_fen": o.discount_fen,
-                    "item_count": sum(i.quantity for i in o.items),
-                    "skus": sorted({i.sku for i in o.items}),
-                    "categories": sorted({i.category for i in o.items if i.category}),
-                }, derived_id("order_paid", o.order_id))
+                event(
+                    "order_paid",
+                    p,
+                    person,
+                    p.paid_at,
+                    {
+                        **common,
+                        "amount_fen": o.amount_fen,
+                        "discount_fen": o.discount_fen,
+                        "item_count": sum(i.quantity for i in o.items),
+                        "skus": sorted({i.sku for i in o.items}),
+                        "categories": sorted({i.category for i in o.items if i.category}),
+                    },
+                    derived_id("order_paid", o.order_id),
+                )
             if o.refund_fen > old_refund:
-                event("order_refunded", p, person, p.updated_at,
-                      {**common, "refund_fen": o.refund_fen - old_refund, "total_refund_fen": o.refund_fen},
-                      derived_id("order_refunded", o.order_id, str(o.refund_fen)))
+                event(
+                    "order_refunded",
+                    p,
+                    person,
+                    p.updated_at,
+                    {**common, "refund_fen": o.refund_fen - old_refund, "total_refund_fen": o.refund_fen},
+                    derived_id("order_refunded", o.order_id, str(o.refund_fen)),
+                )
             if o.status == "cancelled" and prev is not None and prev.get("status") != "cancelled":
-                event("order_cancelled", p, person, p.updated_at, common,
-                      derived_id("order_cancelled", o.order_id))
+                event("order_cancelled", p, person, p.updated_at, common, derived_id("order_cancelled", o.order_id))
             paid[o.order_id] = was_paid or o.status in PAID_STATUSES
             refunded[o.order_id] = max(old_refund, o.refund_fen)
         return pa.table(order_rows, schema=ORDERS_ARROW), pa.table(event_rows, schema=EVENTS_ARROW)

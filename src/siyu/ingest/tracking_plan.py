@@ -22,7 +22,7 @@ def compile_schema(schema: dict[str, Any]) -> Callable[[Any], Any]:
     if not isinstance(schema, dict):
         raise TrackingPlanError("a tracking-plan schema must be a JSON object")
     try:
-        return fastjsonschema.compile(schema)  # type: ignore[no-any-return]
+        return fastjsonschema.compile(schema)
     except (fastjsonschema.JsonSchemaDefinitionException, TypeError, ValueError) as exc:
         raise TrackingPlanError(f"invalid JSON Schema: {exc}") from exc
 
@@ -38,9 +38,7 @@ class TrackingPlan:
     def refresh(self) -> None:
         """Reload the schemas if the table changed since the last load."""
         with self.engine.connect() as conn:
-            stamp = tuple(
-                conn.execute(select(func.count(), func.max(tracking_plan.c.updated_at))).one()
-            )
+            stamp = tuple(conn.execute(select(func.count(), func.max(tracking_plan.c.updated_at))).one())
             if stamp == self._stamp:
                 return
             rows = conn.execute(select(tracking_plan.c.event_name, tracking_plan.c.json_schema)).all()

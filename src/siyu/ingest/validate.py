@@ -209,8 +209,9 @@ class Validator:
             ts = self._time(msg.timestamp, "timestamp", problems, now)
             keys = self._keys(self._identity_pairs(msg), problems)
             if not keys and not problems:
-                problems.append("userId\x00no usable identity: userId, anonymousId and identities are all "
-                                "missing or blocked values")
+                problems.append(
+                    "userId\x00no usable identity: userId, anonymousId and identities are all missing or blocked values"
+                )
             properties = msg.properties or {}
             self._walk(properties, "properties", 1, problems)
             if msg.traits is not None:
@@ -249,8 +250,9 @@ class Validator:
             updated_at = self._time(order.updated_at, "updated_at", problems, now, paid_at)
             keys = self._keys(self._identity_pairs(order), problems)
             if not keys and not problems:
-                problems.append("userId\x00no usable identity: userId, anonymousId and identities are all "
-                                "missing or blocked values")
+                problems.append(
+                    "userId\x00no usable identity: userId, anonymousId and identities are all missing or blocked values"
+                )
             for i, item in enumerate(order.items):
                 for name in ("sku", "category"):
                     text = getattr(item, name)

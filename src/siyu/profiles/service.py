@@ -68,14 +68,13 @@ def get_profile(engine: Engine, store: EventStore, person_id: str) -> dict[str, 
         trait_rows = conn.execute(
             select(traits.c.key, traits.c.value, traits.c.updated_at).where(traits.c.person_id == person_id)
         ).all()
-        merged_from = [
-            r[0] for r in conn.execute(select(persons.c.id).where(persons.c.merged_into == person_id))
-        ]
+        merged_from = [r[0] for r in conn.execute(select(persons.c.id).where(persons.c.merged_into == person_id))]
     aliases = [person_id, *merged_from]
     cur = store.cursor()
     summary = cur.execute(
-        """SELECT count(*) FILTER (WHERE status IN ('paid','shipped','completed','refunded','partially_refunded')),
-                  coalesce(sum(amount_fen - refund_fen) FILTER (WHERE status <> 'cancelled' AND paid_at IS NOT NULL), 0),
+        """SELECT count(*) FILTER (WHERE paid_at IS NOT NULL AND status NOT IN ('created', 'cancelled')),
+                  coalesce(sum(amount_fen - refund_fen)
+                           FILTER (WHERE paid_at IS NOT NULL AND status NOT IN ('created', 'cancelled')), 0),
                   arg_max(order_id, paid_at), max(paid_at), arg_max(amount_fen, paid_at)
            FROM (SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[]))
                  QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY version DESC) = 1)""",
@@ -134,24 +133,44 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
     profile = get_profile(engine, store, person_id)
     aliases = [person_id, *profile["merged_from"]]
     with engine.connect() as conn:
-        relations = [dict(r._mapping) for r in conn.execute(
-            select(staff_relations).where(staff_relations.c.person_id == person_id))]
+        relations = [
+            dict(r._mapping)
+            for r in conn.execute(select(staff_relations).where(staff_relations.c.person_id == person_id))
+        ]
         ext_ids = [r["external_userid"] for r in relations]
-        tag_rows = [dict(r._mapping) for r in conn.execute(
-            select(relation_tags).where(relation_tags.c.external_userid.in_(ext_ids)))] if ext_ids else []
-        memberships = [dict(r._mapping) for r in conn.execute(
-            select(group_members).where(group_members.c.person_id == person_id))]
-        merges = [dict(r._mapping) for r in conn.execute(
-            select(identity_merges).where(or_(identity_merges.c.from_person_id.in_(aliases),
-                                              identity_merges.c.into_person_id.in_(aliases))))]
+        tag_rows = (
+            [
+                dict(r._mapping)
+                for r in conn.execute(select(relation_tags).where(relation_tags.c.external_userid.in_(ext_ids)))
+            ]
+            if ext_ids
+            else []
+        )
+        memberships = [
+            dict(r._mapping) for r in conn.execute(select(group_members).where(group_members.c.person_id == person_id))
+        ]
+        merges = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(identity_merges).where(
+                    or_(identity_merges.c.from_person_id.in_(aliases), identity_merges.c.into_person_id.in_(aliases))
+                )
+            )
+        ]
     cur = store.cursor()
-    events = cur.execute(
-        "SELECT * FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts", [aliases]
-    ).fetch_arrow_table().to_pylist()
-    orders = cur.execute(
-        "SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY order_id, version",
-        [aliases],
-    ).fetch_arrow_table().to_pylist()
+    events = (
+        cur.execute("SELECT * FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts", [aliases])
+        .to_arrow_table()
+        .to_pylist()  # type: ignore[union-attr]
+    )
+    orders = (
+        cur.execute(
+            "SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY order_id, version",
+            [aliases],
+        )
+        .to_arrow_table()
+        .to_pylist()  # type: ignore[union-attr]
+    )
     for row in events:
         row["properties"] = _json(row["properties"])
         row["identities"] = _json(row["identities"])
@@ -165,7 +184,7 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
         "events": events,
         "orders": orders,
     }
-    return orjson.loads(orjson.dumps(data, default=str))  # type: ignore[no-any-return]
+    return orjson.loads(orjson.dumps(data, default=str))
 
 
 def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested_by: str) -> dict[str, int]:
@@ -175,22 +194,37 @@ def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested
             row = conn.execute(select(persons.c.id).where(persons.c.id == person_id)).first()
             if row is None:
                 raise PersonNotFound(f"no person {person_id}")
-            aliases = [person_id, *(r[0] for r in conn.execute(
-                select(persons.c.id).where(persons.c.merged_into == person_id)))]
-            ext_ids = [r[0] for r in conn.execute(
-                select(staff_relations.c.external_userid).where(staff_relations.c.person_id.in_(aliases)))]
+            aliases = [
+                person_id,
+                *(r[0] for r in conn.execute(select(persons.c.id).where(persons.c.merged_into == person_id))),
+            ]
+            ext_ids = [
+                r[0]
+                for r in conn.execute(
+                    select(staff_relations.c.external_userid).where(staff_relations.c.person_id.in_(aliases))
+                )
+            ]
             counts = {
                 "identities": conn.execute(delete(identities).where(identities.c.person_id.in_(aliases))).rowcount,
                 "traits": conn.execute(delete(traits).where(traits.c.person_id.in_(aliases))).rowcount,
-                "relation_tags": conn.execute(delete(relation_tags).where(
-                    relation_tags.c.external_userid.in_(ext_ids))).rowcount if ext_ids else 0,
-                "relations": conn.execute(delete(staff_relations).where(
-                    staff_relations.c.person_id.in_(aliases))).rowcount,
-                "group_memberships": conn.execute(delete(group_members).where(
-                    group_members.c.person_id.in_(aliases))).rowcount,
-                "identity_merges": conn.execute(delete(identity_merges).where(or_(
-                    identity_merges.c.from_person_id.in_(aliases),
-                    identity_merges.c.into_person_id.in_(aliases)))).rowcount,
+                "relation_tags": conn.execute(
+                    delete(relation_tags).where(relation_tags.c.external_userid.in_(ext_ids))
+                ).rowcount
+                if ext_ids
+                else 0,
+                "relations": conn.execute(
+                    delete(staff_relations).where(staff_relations.c.person_id.in_(aliases))
+                ).rowcount,
+                "group_memberships": conn.execute(
+                    delete(group_members).where(group_members.c.person_id.in_(aliases))
+                ).rowcount,
+                "identity_merges": conn.execute(
+                    delete(identity_merges).where(
+                        or_(
+                            identity_merges.c.from_person_id.in_(aliases), identity_merges.c.into_person_id.in_(aliases)
+                        )
+                    )
+                ).rowcount,
                 "changes": conn.execute(delete(changes).where(changes.c.person_id.in_(aliases))).rowcount,
                 "persons": conn.execute(delete(persons).where(persons.c.id.in_(aliases))).rowcount,
             }
@@ -202,13 +236,17 @@ def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested
                 con.execute("DELETE FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[]))", params)
                 con.execute(
                     "DELETE FROM person_aliases WHERE person_id IN (SELECT unnest(?::VARCHAR[])) "
-                    "OR alias_id IN (SELECT unnest(?::VARCHAR[]))", [aliases, aliases])
-                conn.execute(erasures.insert().values(
-                    person_ref=hashlib.sha256(("siyu-erasure:" + person_id).encode()).hexdigest()[:32],
-                    requested_by=requested_by[:128],
-                    erased_at=datetime.now(UTC),
-                    counts=counts,
-                ))
+                    "OR alias_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [aliases, aliases],
+                )
+                conn.execute(
+                    erasures.insert().values(
+                        person_ref=hashlib.sha256(("siyu-erasure:" + person_id).encode()).hexdigest()[:32],
+                        requested_by=requested_by[:128],
+                        erased_at=datetime.now(UTC),
+                        counts=counts,
+                    )
+                )
         store.con.execute("CHECKPOINT")
     return counts
 

@@ -229,6 +229,10 @@ class EventStore:
         rows = cur.execute("SELECT DISTINCT event_id FROM events JOIN _candidates USING (event_id)").fetchall()
         return {r[0] for r in rows}
 
+    def forget_seen_index(self) -> None:
+        """Drop the dedupe index after a bulk write; it is rebuilt on next use."""
+        self._seen = None
+
     def note_stored(self, ids: Sequence[str]) -> None:
         """Tell the dedupe index about ids written outside :meth:`append`."""
         if self._seen is not None and ids:
@@ -314,7 +318,5 @@ class EventStore:
 
     def aliases_of(self, person_id: str) -> list[str]:
         """``person_id`` and every person merged into it."""
-        rows = self.cursor().execute(
-            "SELECT alias_id FROM person_aliases WHERE person_id = ?", [person_id]
-        ).fetchall()
+        rows = self.cursor().execute("SELECT alias_id FROM person_aliases WHERE person_id = ?", [person_id]).fetchall()
         return [person_id, *(r[0] for r in rows)]

@@ -27,9 +27,7 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
     applied = 0
     while True:
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(changes).where(changes.c.seq > last).order_by(changes.c.seq).limit(limit)
-            ).all()
+            rows = conn.execute(select(changes).where(changes.c.seq > last).order_by(changes.c.seq).limit(limit)).all()
         if not rows:
             return applied
         now = datetime.now(UTC)

@@ -44,7 +44,7 @@ identities = Table(
     metadata,
     Column("type", String(32), primary_key=True),
     Column("value", String(256), primary_key=True),
-    Column("person_id", ID, nullable=False, index=True),
+    Column("person_id", ID, nullable=False),
     Column("first_seen", TS, nullable=False),
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -25,7 +26,36 @@ def upsert(
         return
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys), set_={c: getattr(stmt.excluded, c) for c in update}
-    )
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: getattr(stmt.excluded, c) for c in update})
     conn.execute(stmt, list(rows))
+
+
+def _sqlite_value(value: Any) -> Any:
+    # The same text SQLAlchemy's SQLite DateTime type stores, so both paths compare equal.
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert many plain rows fast: ``COPY`` on PostgreSQL, a raw ``executemany`` on SQLite.
+
+    Skips SQLAlchemy's per-row parameter processing, which dominates large imports. Values must
+    be plain (str, int, datetime, None); JSON columns are not supported here.
+    """
+    if not rows:
+        return
+    cols = ", ".join(columns)
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {table.name} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({cols}) VALUES ({marks})",
+        [tuple(_sqlite_value(v) for v in row) for row in rows],
+    )

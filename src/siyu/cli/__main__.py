@@ -1,0 +1,5 @@
+"""``python -m siyu.cli``."""
+
+from siyu.cli.main import main
+
+main()
