@@ -23,12 +23,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, bindparam, select
 
 from siyu.ids import new_id
 from siyu.store.ops.schema import identities
 
 Key = tuple[str, str]
+
+# Built once so SQLAlchemy's statement cache serves every batch; IN lists expand at execution.
+_OWNERS_OF = select(identities.c.person_id).where(
+    identities.c.type == bindparam("t"), identities.c.value.in_(bindparam("vals", expanding=True))
+)
+_IDENTITIES_OF = select(identities.c.type, identities.c.value, identities.c.person_id).where(
+    identities.c.person_id.in_(bindparam("pids", expanding=True))
+)
 
 
 @dataclass(frozen=True)
@@ -76,33 +84,27 @@ class IdentityGraph:
     refusals: list[Merge] = field(default_factory=list)
 
     # -- loading ------------------------------------------------------------------------------
-    def load(self, conn: Connection, keys: Iterable[Key], chunk: int = 2000) -> None:
+    def load(self, conn: Connection, keys: Iterable[Key], chunk: int = 5000) -> None:
         """Read the owners of ``keys`` and every identity of those owners."""
-        wanted = [k for k in set(keys) if k not in self.owner]
+        by_type: dict[str, list[str]] = {}
+        for t, v in set(keys):
+            if (t, v) not in self.owner:
+                by_type.setdefault(t, []).append(v)
         persons: set[str] = set()
-        for i in range(0, len(wanted), chunk):
-            part = wanted[i : i + chunk]
-            rows = conn.execute(
-                select(identities.c.type, identities.c.value, identities.c.person_id).where(
-                    tuple_(identities.c.type, identities.c.value).in_(part)
-                )
-            )
-            persons.update(row.person_id for row in rows)
+        for t, values in by_type.items():
+            for i in range(0, len(values), chunk):
+                rows = conn.execute(_OWNERS_OF, {"t": t, "vals": values[i : i + chunk]}).all()
+                persons.update(r[0] for r in rows)
         self.load_persons(conn, persons)
 
-    def load_persons(self, conn: Connection, person_ids: Iterable[str], chunk: int = 2000) -> None:
+    def load_persons(self, conn: Connection, person_ids: Iterable[str], chunk: int = 5000) -> None:
         """Read every identity of the given persons into the working set."""
         todo = [p for p in set(person_ids) if p not in self.held]
         for i in range(0, len(todo), chunk):
             part = todo[i : i + chunk]
             for p in part:
                 self.held[p] = {}
-            rows = conn.execute(
-                select(identities.c.type, identities.c.value, identities.c.person_id).where(
-                    identities.c.person_id.in_(part)
-                )
-            )
-            for t, v, p in rows:
+            for t, v, p in conn.execute(_IDENTITIES_OF, {"pids": part}).all():
                 self.owner[(t, v)] = p
                 self.held[p].setdefault(t, set()).add(v)
 

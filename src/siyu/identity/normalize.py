@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
 _DIGITS = re.compile(r"\d+")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
@@ -75,7 +76,7 @@ class IdentityScreen:
             return None
         if len(text) > MAX_IDENTITY_CHARS:
             raise IdentityValueError(f"longer than {MAX_IDENTITY_CHARS} characters")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        if _CONTROL.search(text):
             raise IdentityValueError("contains control characters")
         if id_type == "phone":
             value = normalize_phone(text)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Connection, case, or_, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from siyu.identity.graph import IdentityGraph
 from siyu.identity.traits import merge_traits
@@ -19,7 +18,7 @@ from siyu.store.ops.schema import (
     persons,
     staff_relations,
 )
-from siyu.store.ops.upsert import bulk_insert
+from siyu.store.ops.upsert import bulk_insert, sqlite_value
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -57,25 +56,23 @@ def write_graph(
         _apply_merge(conn, merge.from_person_id, merge.into_person_id, trait_strategies)
     _log_merges(conn, graph, now)
     existing = [(pid, span) for pid, span in seen.items() if pid not in graph.new_persons]
-    if existing:
-        first_seen, last_seen = persons.c.first_seen, persons.c.last_seen
-        stmt = (
-            update(persons)
-            .where(persons.c.id == _bind("pid"))
-            .values(
-                first_seen=case(
-                    (or_(first_seen.is_(None), first_seen > _bind("first")), _bind("first")), else_=first_seen
-                ),
-                last_seen=case((or_(last_seen.is_(None), last_seen < _bind("last")), _bind("last")), else_=last_seen),
-            )
-        )
-        conn.execute(stmt, [{"pid": pid, "first": a, "last": b} for pid, (a, b) in existing])
+    widen_spans(conn, existing)
 
 
-def _bind(name: str) -> Any:
-    from sqlalchemy import DateTime, String, bindparam
-
-    return bindparam(name, type_=String(32) if name == "pid" else DateTime(timezone=True))
+def widen_spans(conn: Connection, spans: Sequence[tuple[str, tuple[datetime, datetime]]]) -> None:
+    """Widen persons' first_seen / last_seen to include the given (first, last) spans."""
+    if not spans:
+        return
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    sql = (
+        f"UPDATE persons SET first_seen = CASE WHEN first_seen IS NULL OR first_seen > {mark} THEN {mark} "
+        f"ELSE first_seen END, last_seen = CASE WHEN last_seen IS NULL OR last_seen < {mark} THEN {mark} "
+        f"ELSE last_seen END WHERE id = {mark}"
+    )
+    rows = [(a, a, b, b, pid) for pid, (a, b) in spans]
+    if conn.dialect.name != "postgresql":
+        rows = [tuple(sqlite_value(v) for v in row) for row in rows]
+    conn.exec_driver_sql(sql, rows)
 
 
 def _apply_merge(conn: Connection, source: str, target: str, trait_strategies: Mapping[str, str]) -> None:

@@ -30,8 +30,8 @@ def upsert(
     conn.execute(stmt, list(rows))
 
 
-def _sqlite_value(value: Any) -> Any:
-    # The same text SQLAlchemy's SQLite DateTime type stores, so both paths compare equal.
+def sqlite_value(value: Any) -> Any:
+    """A value as SQLAlchemy's SQLite types store it (datetimes as UTC text), for raw statements."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
@@ -57,5 +57,5 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
     marks = ", ".join("?" for _ in columns)
     conn.exec_driver_sql(
         f"INSERT INTO {table.name} ({cols}) VALUES ({marks})",
-        [tuple(_sqlite_value(v) for v in row) for row in rows],
+        [tuple(sqlite_value(v) for v in row) for row in rows],
     )

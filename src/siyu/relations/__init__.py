@@ -1,0 +1,1 @@
+"""Staff, staff–customer relations (WeCom follow_user), owners and group memberships."""
