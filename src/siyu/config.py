@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,8 +92,22 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        ZoneInfo(value)  # raises for an unknown zone
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from exc
         return value
+
+    @field_validator("identity_limits")
+    @classmethod
+    def _limits_over_defaults(cls, value: dict[str, int]) -> dict[str, int]:
+        # Setting one limit must not lift the others: start from the defaults.
+        unknown = set(value) - set(IDENTITY_TYPES)
+        if unknown:
+            raise ValueError(f"unknown identity types in identity_limits: {sorted(unknown)}")
+        if any(n < 1 for n in value.values()):
+            raise ValueError("identity limits must be at least 1")
+        return {**DEFAULT_IDENTITY_LIMITS, **value}
 
     @field_validator("identity_priority")
     @classmethod

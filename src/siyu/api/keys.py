@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -17,18 +18,29 @@ KeyKind = Literal["write", "admin"]
 
 
 def _hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_key(engine: Engine, *, kind: KeyKind, name: str) -> str:
-    """Create a key and return it in plain text (the only time it is visible)."""
+@dataclass(frozen=True)
+class NewKey:
+    """A key just created: its id (for revoking) and its secret (shown this once)."""
+
+    id: str
+    key: str
+
+
+def create_key(engine: Engine, *, kind: KeyKind, name: str) -> NewKey:
+    """Create a key; the secret is returned in plain text only here."""
     if kind not in ("write", "admin"):
         raise ValueError(f"key kind must be write or admin, not {kind!r}")
+    if not name.strip() or len(name) > 128:
+        raise ValueError("key name must be 1–128 characters")
     key = f"sy_{kind}_{secrets.token_urlsafe(24)}"
+    key_id = new_id()
     with engine.begin() as conn:
         conn.execute(
             api_keys.insert().values(
-                id=new_id(),
+                id=key_id,
                 name=name[:128],
                 kind=kind,
                 prefix=key[:12],
@@ -36,13 +48,13 @@ def create_key(engine: Engine, *, kind: KeyKind, name: str) -> str:
                 created_at=datetime.now(UTC),
             )
         )
-    return key
+    return NewKey(key_id, key)
 
 
 def key_kind(engine: Engine, key: str, extra: dict[str, KeyKind]) -> KeyKind | None:
     """The kind of ``key`` if it is valid and not revoked (``extra`` holds keys from settings)."""
     for candidate, kind in extra.items():
-        if hmac.compare_digest(candidate, key):
+        if hmac.compare_digest(candidate.encode("utf-8", "surrogatepass"), key.encode("utf-8", "surrogatepass")):
             return kind
     with engine.connect() as conn:
         row = conn.execute(

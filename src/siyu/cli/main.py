@@ -118,7 +118,7 @@ def demo(
         if not key_file.exists():
             from siyu.api.keys import create_key
 
-            key_file.write_text(create_key(rt.engine, kind="admin", name="demo") + "\n")
+            key_file.write_text(create_key(rt.engine, kind="admin", name="demo").key + "\n")
         out.print(f"admin key for the demo API: {key_file.read_text().strip()}  (kept in {key_file})")
         emit_stats(stats(rt.engine, rt.events))
         if serve_after:
@@ -281,7 +281,12 @@ def keys_create(
     if kind not in ("write", "admin"):
         fail("--kind must be write or admin")
     with opened(ctx) as rt:
-        sys.stdout.write(create_key(rt.engine, kind=kind, name=name) + "\n")  # type: ignore[arg-type]
+        try:
+            created = create_key(rt.engine, kind=kind, name=name)  # type: ignore[arg-type]
+        except ValueError as exc:
+            fail(str(exc))
+        err.print(f"key id {created.id} (use it to revoke); the key itself is shown only now:")
+        sys.stdout.write(created.key + "\n")
 
 
 @keys_app.command("list")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_CN_LANDLINE = re.compile(r"^0[1-9]\d{8,10}$")  # trunk 0, area code, 7–8 digit number
 _DIGITS = re.compile(r"\d+")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 MAX_IDENTITY_CHARS = 128
@@ -34,6 +35,8 @@ def normalize_phone(raw: str) -> str:
         return "+" + digits
     if not plus and _CN_MOBILE.match(digits):
         return "+86" + digits
+    if not plus and _CN_LANDLINE.match(digits):
+        return "+86" + digits[1:]  # 010-12345678 → +861012345678
     if plus and digits.startswith("86"):
         if _CN_MOBILE.match(digits[2:]) or 9 <= len(digits) <= 13:
             return "+" + digits

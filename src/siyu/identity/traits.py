@@ -97,11 +97,24 @@ def merge_traits(conn: Connection, source: str, target: str, strategies: Mapping
     ).all()
     mine = {k: (v, _utc(at)) for p, k, v, at in rows if p == target}
     merged = []
+    feed = []
     for p, k, v, at in rows:
         if p != source:
             continue
         old = mine.get(k)
         if old is None or wins(strategies.get(k, "latest"), v, _utc(at), old[0], old[1]):
             merged.append({"person_id": target, "key": k, "value": v, "updated_at": _utc(at)})
+            if old is None or old[0] != v:
+                feed.append(
+                    {
+                        "kind": "trait_changed",
+                        "person_id": target,
+                        "event_id": derived_id("trait-merge", source, target, k),
+                        "occurred_at": _utc(at),
+                        "payload": {"key": k, "old": None if old is None else old[0], "new": v, "merged_from": source},
+                    }
+                )
     conn.execute(delete(traits).where(traits.c.person_id == source))
     upsert(conn, traits, merged, ["person_id", "key"], ["value", "updated_at"])
+    if feed:
+        conn.execute(changes.insert(), feed)

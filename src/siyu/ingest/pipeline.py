@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 
 from siyu.config import Settings
 from siyu.identity.graph import IdentityGraph, IdentityRules, Key
@@ -28,6 +28,7 @@ from siyu.ingest.tracking_plan import TrackingPlan
 from siyu.ingest.validate import PreparedMessage, PreparedOrder, Validator
 from siyu.store.events import EVENTS_ARROW, ORDERS_ARROW, EventStore
 from siyu.store.feed import apply_changes
+from siyu.store.ops.schema import identities
 
 PAID_STATUSES = frozenset({"paid", "shipped", "completed", "refunded", "partially_refunded"})
 
@@ -101,6 +102,7 @@ class Ingestor:
                 return result
             now = self.now()
             with self.engine.begin() as conn:
+                self._previous_ids_as_user_ids(conn, fresh)
                 graph = IdentityGraph(self.rules, self.make_id)
                 graph.load(conn, (k for m in fresh for k in m.keys))
                 raw_people = [graph.resolve(m.keys, m.ts, m.message_id) for m in fresh]
@@ -128,6 +130,21 @@ class Ingestor:
                 self.events.append_events(con, table)
                 apply_changes(self.engine, self.events, con)
         return result
+
+    def _previous_ids_as_user_ids(self, conn: Connection, fresh: Sequence[PreparedMessage]) -> None:
+        """An alias's ``previousId`` is an anonymous id unless it is a known ``userId``."""
+        previous = {m.previous_id for m in fresh if m.previous_id}
+        if not previous:
+            return
+        known = set(
+            conn.execute(
+                select(identities.c.value).where(identities.c.type == "user_id", identities.c.value.in_(previous))
+            ).scalars()
+        )
+        for m in fresh:
+            if m.previous_id is not None and m.previous_id in known:
+                old: Key = ("anonymous_id", m.previous_id)
+                m.keys = self.rules.sort(("user_id", m.previous_id) if k == old else k for k in m.keys)
 
     @staticmethod
     def _event_table(fresh: Sequence[PreparedMessage], people: Sequence[str], source: str, now: datetime) -> pa.Table:
@@ -299,5 +316,7 @@ def _spans(people: Sequence[str], times: Sequence[datetime]) -> dict[str, tuple[
 def _order_hash(p: PreparedOrder) -> str:
     body = p.order.model_dump(mode="json", exclude={"userId", "anonymousId", "identities"})
     body["paid_at"] = p.paid_at.isoformat() if p.paid_at else None
-    body["updated_at"] = p.updated_at.isoformat()
+    # The order's own updated_at, not the default filled in when it is missing: a re-sent
+    # order without one must hash the same.
+    body["updated_at"] = p.order.updated_at.isoformat() if p.order.updated_at else None
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import fastjsonschema
+import orjson
 from sqlalchemy import Engine, delete, func, select
 
 from siyu.store.ops.schema import tracking_plan
@@ -17,13 +18,46 @@ class TrackingPlanError(ValueError):
     """A schema that is not valid JSON Schema."""
 
 
+MAX_SCHEMA_BYTES = 64 * 1024
+
+
+def _no_remote_refs(node: Any, where: str = "$") -> None:
+    """Refuse ``$ref``s that leave the schema: compiling must never fetch a URL or read a file."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if ref is not None and (not isinstance(ref, str) or not ref.startswith("#")):
+            raise TrackingPlanError(f"{where}.$ref: only local references (#/…) are allowed, got {str(ref)[:60]!r}")
+        for key, value in node.items():
+            _no_remote_refs(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _no_remote_refs(value, f"{where}[{i}]")
+
+
+def _refuse_fetch(uri: str) -> Any:
+    raise TrackingPlanError(f"remote references are not allowed: {uri[:60]!r}")
+
+
 def compile_schema(schema: dict[str, Any]) -> Callable[[Any], Any]:
-    """Compile a JSON Schema (draft 7) into a validator; raises :class:`TrackingPlanError`."""
+    """Compile a JSON Schema (draft 7) into a validator; raises :class:`TrackingPlanError`.
+
+    Schemas are user input: only local ``$ref``s are allowed and no URI is ever resolved.
+    """
     if not isinstance(schema, dict):
         raise TrackingPlanError("a tracking-plan schema must be a JSON object")
     try:
-        return fastjsonschema.compile(schema)
-    except (fastjsonschema.JsonSchemaDefinitionException, TypeError, ValueError) as exc:
+        size = len(orjson.dumps(schema))
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise TrackingPlanError(f"schema is not JSON: {exc}") from exc
+    if size > MAX_SCHEMA_BYTES:
+        raise TrackingPlanError(f"schema is {size} bytes; the limit is {MAX_SCHEMA_BYTES}")
+    _no_remote_refs(schema)
+    handlers = {scheme: _refuse_fetch for scheme in ("http", "https", "file", "ftp", "data", "urn", "")}
+    try:
+        return fastjsonschema.compile(schema, handlers=handlers)
+    except TrackingPlanError:
+        raise
+    except Exception as exc:  # fastjsonschema raises many kinds (re.error, KeyError …)
         raise TrackingPlanError(f"invalid JSON Schema: {exc}") from exc
 
 

@@ -7,6 +7,7 @@ same reasons wherever it comes from.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from siyu.ingest.schemas import Message, Order
 from siyu.ingest.tracking_plan import TrackingPlan
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INT64 = 2**63
 
 
@@ -51,6 +53,7 @@ class PreparedMessage:
     keys: list[Key]
     properties: dict[str, Any]
     traits: dict[str, Any] | None = None
+    previous_id: str | None = None
 
 
 @dataclass
@@ -98,7 +101,11 @@ class Validator:
             return default or now
         if value.tzinfo is None:
             value = value.replace(tzinfo=self.tz)
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            errors.append(f"{where}\x00out of the supported range: {value.isoformat()}")
+            return default or now
         latest = now.timestamp() + self.settings.max_future_seconds
         if value < EARLIEST:
             errors.append(f"{where}\x00is before 2000-01-01: {value.isoformat()}")
@@ -206,6 +213,8 @@ class Validator:
             if msg is None:
                 continue
             problems: list[str] = []
+            if _CONTROL.search(msg.messageId):
+                problems.append("messageId\x00contains control characters")
             ts = self._time(msg.timestamp, "timestamp", problems, now)
             keys = self._keys(self._identity_pairs(msg), problems)
             if not keys and not problems:
@@ -230,8 +239,11 @@ class Validator:
             else:
                 name = "$" + msg.type
             if self._flush(index, problems, out):
+                previous = None
+                if msg.previousId is not None:
+                    previous = self.screen.clean("anonymous_id", msg.previousId)
                 out.messages.append(
-                    PreparedMessage(index, msg.messageId, msg.type, name, ts, keys, properties, msg.traits)
+                    PreparedMessage(index, msg.messageId, msg.type, name, ts, keys, properties, msg.traits, previous)
                 )
         return out
 
@@ -253,11 +265,15 @@ class Validator:
                 problems.append(
                     "userId\x00no usable identity: userId, anonymousId and identities are all missing or blocked values"
                 )
+            for name in ("order_id", "channel"):
+                text = getattr(order, name)
+                if text is not None and _CONTROL.search(text):
+                    problems.append(f"{name}\x00contains control characters")
             for i, item in enumerate(order.items):
                 for name in ("sku", "category"):
                     text = getattr(item, name)
-                    if text is not None and "\x00" in text:
-                        problems.append(f"items.{i}.{name}\x00contains a NUL character")
+                    if text is not None and _CONTROL.search(text):
+                        problems.append(f"items.{i}.{name}\x00contains control characters")
             if self._flush(index, problems, out):
                 out.orders.append(PreparedOrder(index, order, keys, updated_at, paid_at))
         return out

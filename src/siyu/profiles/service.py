@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, func, or_, select
+from sqlalchemy import Engine, Text, cast, delete, func, or_, select, update
 
+from siyu.config import IDENTITY_TYPES
+from siyu.identity.normalize import IdentityScreen, IdentityValueError
 from siyu.identity.persist import as_utc
 from siyu.store.events import EventStore
 from siyu.store.ops.schema import (
@@ -33,11 +36,20 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def resolve_person_id(engine: Engine, ref: str) -> str:
-    """The surviving person id for ``ref``: a person id, or ``type:value`` of an identity."""
+def resolve_person_id(engine: Engine, ref: str, *, screen: IdentityScreen | None = None) -> str:
+    """The surviving person id for ``ref``: a person id, or ``type:value`` of an identity.
+
+    With ``screen`` the value is normalised as on ingest (``phone:138 0013 8000`` finds
+    ``+8613800138000``; e-mail is case-insensitive).
+    """
     with engine.connect() as conn:
-        if ":" in ref and not ref.startswith("+"):
+        if ":" in ref:
             id_type, _, value = ref.partition(":")
+            if screen is not None and id_type in IDENTITY_TYPES:
+                try:
+                    value = screen.clean(id_type, value) or value
+                except IdentityValueError as exc:
+                    raise PersonNotFound(f"no person has identity {ref}: {exc}") from exc
             row = conn.execute(
                 select(identities.c.person_id).where(identities.c.type == id_type, identities.c.value == value)
             ).first()
@@ -48,6 +60,11 @@ def resolve_person_id(engine: Engine, ref: str) -> str:
         if row is None:
             raise PersonNotFound(f"no person {ref}")
         return str(row.merged_into or row.id)
+
+
+def _row(row: Any) -> dict[str, Any]:
+    # Mapping keys are SQLAlchemy quoted_name objects; plain str for JSON.
+    return {str(k): v for k, v in row._mapping.items()}
 
 
 def _json(value: Any) -> Any:
@@ -100,17 +117,37 @@ def get_profile(engine: Engine, store: EventStore, person_id: str) -> dict[str, 
     }
 
 
-def timeline(
-    store: EventStore, aliases: list[str], *, limit: int = 50, before: datetime | None = None
-) -> dict[str, Any]:
-    """Events of a person (newest first), paged by ``before`` (exclusive)."""
+class BadCursor(ValueError):
+    """A timeline cursor that was not made by :func:`timeline`."""
+
+
+def _encode_cursor(ts: datetime, event_id: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([ts.isoformat(), event_id])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        ts, event_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(ts), str(event_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise BadCursor("cursor: not a cursor returned by this API") from exc
+
+
+def timeline(store: EventStore, aliases: list[str], *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    """Events of a person, newest first, ``limit`` at a time.
+
+    ``cursor`` is the ``next_cursor`` of the previous page; paging is by (timestamp, event id),
+    so events sharing a timestamp are neither skipped nor repeated.
+    """
     limit = max(1, min(limit, 500))
+    after = _decode_cursor(cursor) if cursor else None
     cur = store.cursor()
     rows = cur.execute(
         """SELECT event_id, name, message_type, ts, properties, source, identity_type, identity_value
-           FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) AND (?::TIMESTAMPTZ IS NULL OR ts < ?)
+           FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[]))
+             AND (?::TIMESTAMPTZ IS NULL OR ts < ? OR (ts = ? AND event_id < ?))
            ORDER BY ts DESC, event_id DESC LIMIT ?""",
-        [aliases, before, before, limit + 1],
+        [aliases, *(4 * [None] if after is None else [after[0], after[0], after[0], after[1]]), limit + 1],
     ).fetchall()
     items = [
         {
@@ -124,8 +161,8 @@ def timeline(
         }
         for r in rows[:limit]
     ]
-    next_before = items[-1]["timestamp"] if len(rows) > limit else None
-    return {"items": items, "next_before": next_before}
+    last = rows[limit - 1] if len(rows) > limit else None
+    return {"items": items, "next_cursor": _encode_cursor(last[3], last[0]) if last else None}
 
 
 def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str, Any]:
@@ -134,23 +171,19 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
     aliases = [person_id, *profile["merged_from"]]
     with engine.connect() as conn:
         relations = [
-            dict(r._mapping)
-            for r in conn.execute(select(staff_relations).where(staff_relations.c.person_id == person_id))
+            _row(r) for r in conn.execute(select(staff_relations).where(staff_relations.c.person_id == person_id))
         ]
         ext_ids = [r["external_userid"] for r in relations]
         tag_rows = (
-            [
-                dict(r._mapping)
-                for r in conn.execute(select(relation_tags).where(relation_tags.c.external_userid.in_(ext_ids)))
-            ]
+            [_row(r) for r in conn.execute(select(relation_tags).where(relation_tags.c.external_userid.in_(ext_ids)))]
             if ext_ids
             else []
         )
         memberships = [
-            dict(r._mapping) for r in conn.execute(select(group_members).where(group_members.c.person_id == person_id))
+            _row(r) for r in conn.execute(select(group_members).where(group_members.c.person_id == person_id))
         ]
         merges = [
-            dict(r._mapping)
+            _row(r)
             for r in conn.execute(
                 select(identity_merges).where(
                     or_(identity_merges.c.from_person_id.in_(aliases), identity_merges.c.into_person_id.in_(aliases))
@@ -187,8 +220,15 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
     return orjson.loads(orjson.dumps(data, default=str))
 
 
-def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested_by: str) -> dict[str, int]:
-    """Erase a person from both stores (PIPL deletion). Leaves an audit row with no personal data."""
+def erase_person(
+    engine: Engine, store: EventStore, person_id: str, *, requested_by: str, compact: bool = True
+) -> dict[str, int]:
+    """Erase a person from both stores (PIPL deletion). Leaves an audit row with no personal data.
+
+    Identity values of the person are also removed from other persons' events and merge log.
+    With ``compact`` (the default) the event-store file is rewritten so that no deleted bytes
+    remain in it; erasing many persons at once can pass ``compact=False`` and compact once.
+    """
     with store.write_lock:
         with engine.begin() as conn:
             row = conn.execute(select(persons.c.id).where(persons.c.id == person_id)).first()
@@ -204,6 +244,7 @@ def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested
                     select(staff_relations.c.external_userid).where(staff_relations.c.person_id.in_(aliases))
                 )
             ]
+            values = [v for (v,) in conn.execute(select(identities.c.value).where(identities.c.person_id.in_(aliases)))]
             counts = {
                 "identities": conn.execute(delete(identities).where(identities.c.person_id.in_(aliases))).rowcount,
                 "traits": conn.execute(delete(traits).where(traits.c.person_id.in_(aliases))).rowcount,
@@ -228,6 +269,7 @@ def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested
                 "changes": conn.execute(delete(changes).where(changes.c.person_id.in_(aliases))).rowcount,
                 "persons": conn.execute(delete(persons).where(persons.c.id.in_(aliases))).rowcount,
             }
+            _scrub_merge_log(conn, values)
             with store.transaction() as con:
                 params = [aliases]
                 counts["events"] = _count(con, "events", params)
@@ -239,6 +281,7 @@ def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested
                     "OR alias_id IN (SELECT unnest(?::VARCHAR[]))",
                     [aliases, aliases],
                 )
+                counts["other_events_scrubbed"] = _scrub_events(con, values)
                 conn.execute(
                     erasures.insert().values(
                         person_ref=hashlib.sha256(("siyu-erasure:" + person_id).encode()).hexdigest()[:32],
@@ -247,8 +290,49 @@ def erase_person(engine: Engine, store: EventStore, person_id: str, *, requested
                         counts=counts,
                     )
                 )
-        store.con.execute("CHECKPOINT")
+        if conn.dialect.name == "sqlite":
+            with engine.connect() as raw:
+                raw.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if compact:
+            store.compact()
+        else:
+            store.con.execute("CHECKPOINT")
     return counts
+
+
+def _scrub_events(con: Any, values: list[str]) -> int:
+    """Remove erased identity values from events of *other* persons (e.g. after a refused merge)."""
+    if not values:
+        return 0
+    pairs = "from_json(identities, '[[\"VARCHAR\"]]')"
+    # A cheap text test first, then the exact one on the parsed pairs.
+    match = "(" + " OR ".join("contains(identities, ?)" for _ in values) + ")"
+    match += f" AND len(list_filter({pairs}, lambda p: list_contains(?::VARCHAR[], p[2]))) > 0"
+    row = con.execute(f"SELECT count(*) FROM events WHERE {match}", [*values, values]).fetchone()
+    con.execute(
+        f"""UPDATE events SET
+              identities = to_json(list_filter({pairs}, lambda p: NOT list_contains(?::VARCHAR[], p[2])))::VARCHAR,
+              identity_type = CASE WHEN list_contains(?::VARCHAR[], identity_value) THEN NULL ELSE identity_type END,
+              identity_value = CASE WHEN list_contains(?::VARCHAR[], identity_value) THEN NULL ELSE identity_value END
+            WHERE {match}""",
+        [values, values, values, *values, values],
+    )
+    return int(row[0]) if row else 0
+
+
+def _scrub_merge_log(conn: Any, values: list[str]) -> None:
+    """Remove erased identity values from other persons' merge-log rows."""
+    for value in values:
+        pattern = "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = conn.execute(
+            select(identity_merges.c.id, identity_merges.c.identities).where(
+                cast(identity_merges.c.identities, Text).like(pattern, escape="\\")
+            )
+        ).all()
+        for merge_id, ids in rows:
+            kept = [pair for pair in (ids or []) if pair[1] not in values]
+            if kept != ids:
+                conn.execute(update(identity_merges).where(identity_merges.c.id == merge_id).values(identities=kept))
 
 
 def _count(con: Any, table: str, params: list[Any]) -> int:

@@ -12,6 +12,7 @@ structs for order items) so that the same queries can later point at a Parquet l
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -194,6 +195,34 @@ class EventStore:
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
+
+    def _connect(self, read_only: bool = False) -> None:
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def compact(self) -> None:
+        """Rewrite the file so that deleted rows leave no bytes behind (used after an erasure).
+
+        Copies the database into a new file and swaps it in; readers holding a cursor from
+        before must take a new one.
+        """
+        if str(self.path) == ":memory:":
+            return
+        with self.write_lock:
+            fresh = self.path.with_name(self.path.name + ".compact")
+            fresh.unlink(missing_ok=True)
+            name = self.con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+            self.con.execute("CHECKPOINT")
+            quoted = str(fresh).replace("'", "''")
+            self.con.execute(f"ATTACH '{quoted}' AS siyu_compacted")
+            try:
+                self.con.execute(f'COPY FROM DATABASE "{name}" TO siyu_compacted')
+            finally:
+                self.con.execute("DETACH siyu_compacted")
+            self.con.close()
+            os.replace(fresh, self.path)
+            Path(str(self.path) + ".wal").unlink(missing_ok=True)
+            self._connect()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for reading from another thread."""

@@ -26,6 +26,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA secure_delete=ON")  # erased personal data is overwritten, not left in free pages
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 

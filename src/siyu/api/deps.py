@@ -1,0 +1,122 @@
+"""Shared pieces of the API: the error shape, authentication, the runtime, raw JSON bodies."""
+
+import base64
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBearer
+
+from siyu.api.keys import KeyKind, key_kind
+from siyu.config import Settings
+from siyu.runtime import Runtime
+
+# Declared so that OpenAPI documents both schemes (and /docs gets an "Authorize" button);
+# the header itself is read by `require`, which accepts either.
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+_basic = HTTPBasic(auto_error=False, description="The key as user name, empty password (Segment's libraries).")
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", "errors"?}}``."""
+
+    def __init__(self, status: int, code: str, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.errors = status, code, message, errors
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    """The JSON response for an :class:`ApiError`."""
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.errors is not None:
+        body["errors"] = exc.errors
+    return JSONResponse({"error": body}, status_code=exc.status)
+
+
+async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Exception handler for :class:`ApiError`."""
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's request validation errors, in siyu's error shape."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "reason": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+    return error_response(ApiError(422, "invalid_request", "the request is not valid", errors))
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The installation's runtime (opened by the app's lifespan)."""
+    return request.app.state.runtime
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    return request.app.state.settings
+
+
+def _key_from(request: Request) -> str:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value, validate=True).decode().split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+def require(kind: KeyKind) -> Callable[..., Awaitable[KeyKind]]:
+    """A dependency accepting a key of ``kind`` (an admin key is accepted everywhere)."""
+
+    async def check(request: Request, _b: Any = Depends(_bearer), _a: Any = Depends(_basic)) -> KeyKind:
+        key = _key_from(request)
+        if not key:
+            raise ApiError(401, "unauthenticated", "missing API key: send `Authorization: Bearer <key>`")
+        settings = get_settings(request)
+        extra: dict[str, KeyKind] = {k: "write" for k in settings.write_keys}
+        extra.update({k: "admin" for k in settings.admin_keys})
+        found = await run_in_threadpool(key_kind, get_runtime(request).engine, key, extra)
+        if found is None:
+            raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+        if found != kind and found != "admin":
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this endpoint needs an {kind} key" if kind == "admin" else f"this endpoint needs a {kind} key",
+            )
+        return found
+
+    return check
+
+
+WriteKey = Annotated[KeyKind, Depends(require("write"))]
+AdminKey = Annotated[KeyKind, Depends(require("admin"))]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body parsed as JSON, refusing more than ``limit`` bytes (413) or bad JSON (400)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid UTF-8 JSON: {exc}") from exc
