@@ -16,11 +16,15 @@ T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 
 
 def change_events(rt: Runtime, person: str) -> list[tuple[str, dict[str, object]]]:
-    rows = rt.events.cursor().execute(
-        "SELECT name, properties FROM events_resolved WHERE person_id = ? AND message_type = 'change' "
-        "ORDER BY ts, name",
-        [person],
-    ).fetchall()
+    rows = (
+        rt.events.cursor()
+        .execute(
+            "SELECT name, properties FROM events_resolved WHERE person_id = ? AND message_type = 'change' "
+            "ORDER BY ts, name",
+            [person],
+        )
+        .fetchall()
+    )
     return [(name, json.loads(props)) for name, props in rows]
 
 

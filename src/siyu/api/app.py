@@ -69,7 +69,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["HTTPBasic"] = {
+                "type": "http",
+                "scheme": "basic",
+                "description": "The key as user name, empty password (as Segment's libraries send it).",
+            }
+            components = schema["components"].setdefault("schemas", {})
             for name, model in ingest.BODY_MODELS.items():
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(body.pop("$defs", {}))

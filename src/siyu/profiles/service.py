@@ -67,6 +67,12 @@ def _row(row: Any) -> dict[str, Any]:
     return {str(k): v for k, v in row._mapping.items()}
 
 
+def _dicts(cur: Any, sql: str, aliases: list[str]) -> list[dict[str, Any]]:
+    rows = cur.execute(sql, [aliases]).fetchall()
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
 def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str) else value
 
@@ -191,18 +197,9 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
             )
         ]
     cur = store.cursor()
-    events = (
-        cur.execute("SELECT * FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts", [aliases])
-        .to_arrow_table()
-        .to_pylist()  # type: ignore[union-attr]
-    )
-    orders = (
-        cur.execute(
-            "SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY order_id, version",
-            [aliases],
-        )
-        .to_arrow_table()
-        .to_pylist()  # type: ignore[union-attr]
+    events = _dicts(cur, "SELECT * FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts", aliases)
+    orders = _dicts(
+        cur, "SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY order_id, version", aliases
     )
     for row in events:
         row["properties"] = _json(row["properties"])

@@ -1,0 +1,241 @@
+"""The event store: the dedupe index, transactions, aliases, and the change feed's watermark."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert, select
+
+from helpers import identify, track
+from siyu.store.events import EVENTS_ARROW, EventStore, SeenIndex
+from siyu.store.feed import WATERMARK, apply_changes
+from siyu.store.ops.schema import changes
+
+U64 = np.uint64
+MAX_U64 = 2**64 - 1
+
+
+# -- SeenIndex ----------------------------------------------------------------------------------
+def test_empty_index_contains_nothing() -> None:
+    idx = SeenIndex(np.array([], dtype=U64))
+    assert idx.contains(np.array([0, 1, MAX_U64], dtype=U64)).tolist() == [False, False, False]
+
+
+def test_index_built_from_hashes_finds_exactly_those() -> None:
+    stored = [5, 1, 9, 2**63, MAX_U64]
+    idx = SeenIndex(np.array(stored, dtype=U64))
+    probe = [1, 5, 9, 2, 10, 0, 2**63, 2**63 - 1, MAX_U64, MAX_U64 - 1]
+    assert idx.contains(np.array(probe, dtype=U64)).tolist() == [p in stored for p in probe]
+
+
+def test_add_merges_new_hashes_with_the_sorted_ones() -> None:
+    idx = SeenIndex(np.array([10, 20], dtype=U64))
+    idx.add(np.array([15, 30], dtype=U64))
+    idx.add(np.array([30, 40, 10], dtype=U64))  # overlaps both the sorted part and the recent part
+    known = {10, 20, 15, 30, 40}
+    probe = list(range(0, 45))
+    assert idx.contains(np.array(probe, dtype=U64)).tolist() == [p in known for p in probe]
+
+
+def test_compaction_keeps_every_hash() -> None:
+    idx = SeenIndex(np.array([3, 1], dtype=U64))
+    added = np.arange(1, 500_002, dtype=U64) * U64(7919)  # more than the 500k recent-set threshold
+    idx.add(added)
+    assert len(idx._recent) == 0  # the compaction path ran
+    idx.add(np.array([2], dtype=U64))  # and the recent set works again after it
+    rng = np.random.default_rng(7)
+    sample = np.concatenate(
+        [
+            rng.choice(added, 1000),
+            np.array([1, 2, 3, 4, 7918, 7920], dtype=U64),
+            rng.integers(0, 2**62, 1000, dtype=np.int64).astype(U64),
+        ]
+    )
+    known = set(added.tolist()) | {1, 2, 3}
+    assert idx.contains(sample).tolist() == [int(h) in known for h in sample]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, MAX_U64), max_size=30),
+    st.lists(st.lists(st.integers(0, MAX_U64), max_size=10), max_size=5),
+    st.lists(st.integers(0, MAX_U64), max_size=30),
+)
+def test_property_index_agrees_with_a_set(initial: list[int], adds: list[list[int]], probe: list[int]) -> None:
+    idx = SeenIndex(np.array(initial, dtype=U64))
+    known = set(initial)
+    for batch in adds:
+        idx.add(np.array(batch, dtype=U64))
+        known.update(batch)
+    everything = probe + initial + [h for b in adds for h in b]
+    assert idx.contains(np.array(everything, dtype=U64)).tolist() == [h in known for h in everything]
+
+
+# -- EventStore ---------------------------------------------------------------------------------
+def event_table(ids: list[str], person: str = "p1", name: str = "clicked") -> pa.Table:
+    now = datetime(2024, 5, 1, tzinfo=UTC)
+    n = len(ids)
+    return pa.table(
+        {
+            "event_id": ids,
+            "person_id": [person] * n,
+            "identity_type": ["user_id"] * n,
+            "identity_value": ["u"] * n,
+            "identities": ['[["user_id","u"]]'] * n,
+            "message_type": ["track"] * n,
+            "name": [name] * n,
+            "ts": [now + timedelta(seconds=i) for i in range(n)],
+            "properties": ["{}"] * n,
+            "source": ["test"] * n,
+            "received_at": [now] * n,
+        },
+        schema=EVENTS_ARROW,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = EventStore(tmp_path / "events.duckdb")
+    yield s
+    s.close()
+
+
+def test_existing_event_ids_after_append(store: EventStore) -> None:
+    assert store.existing_event_ids(["a", "b"]) == set()  # builds the (empty) index
+    with store.transaction() as con:
+        store.append_events(con, event_table(["a", "b", "c"]))
+    assert store.existing_event_ids(["a", "c", "x", "b", "y"]) == {"a", "b", "c"}
+    assert store.counts()["events"] == 3
+
+
+def test_rolled_back_events_are_neither_stored_nor_seen(store: EventStore) -> None:
+    store.existing_event_ids(["warm-up"])
+    with pytest.raises(RuntimeError, match="boom"), store.transaction() as con:
+        store.append_events(con, event_table(["r1", "r2"]))
+        raise RuntimeError("boom")
+    assert store.existing_event_ids(["r1", "r2"]) == set()
+    assert store.counts()["events"] == 0
+
+
+def test_index_is_rebuilt_from_the_table_after_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    first = EventStore(path)
+    with first.transaction() as con:
+        first.append_events(con, event_table(["keep-1", "keep-2"]))
+    first.close()
+    again = EventStore(path)
+    try:
+        assert again.existing_event_ids(["keep-1", "keep-2", "new"]) == {"keep-1", "keep-2"}
+    finally:
+        again.close()
+
+
+def test_index_hits_are_confirmed_against_the_table(store: EventStore) -> None:
+    store.existing_event_ids(["x"])
+    store.note_stored(["ghost"])  # the index now believes in an id the table does not have
+    assert store.existing_event_ids(["ghost"]) == set()
+
+
+def test_aliases_stay_flat_and_resolve_events(store: EventStore) -> None:
+    with store.transaction() as con:
+        store.append_events(con, event_table(["e1"], person="a"))
+        store.append_events(con, event_table(["e2"], person="b"))
+        store.append_events(con, event_table(["e3"], person="c"))
+        store.add_aliases(con, [("a", "b")])
+        store.add_aliases(con, [("b", "c")])
+    cur = store.cursor()
+    assert set(cur.execute("SELECT alias_id, person_id FROM person_aliases").fetchall()) == {("a", "c"), ("b", "c")}
+    assert set(cur.execute("SELECT event_id, person_id FROM events_resolved").fetchall()) == {
+        ("e1", "c"),
+        ("e2", "c"),
+        ("e3", "c"),
+    }
+    assert sorted(store.aliases_of("c")) == ["a", "b", "c"]
+
+
+# -- the change feed (needs the ops store: both SQLite and PostgreSQL) ----------------------------
+def add_change(runtime, kind: str, event_id: str, payload: dict, person: str = "p1") -> None:
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            insert(changes).values(
+                kind=kind,
+                person_id=person,
+                event_id=event_id,
+                occurred_at=datetime(2024, 5, 1, tzinfo=UTC),
+                payload=payload,
+            )
+        )
+
+
+def change_rows(runtime) -> list[tuple]:
+    return (
+        runtime.events.cursor()
+        .execute(
+            "SELECT event_id, person_id, name, properties FROM events WHERE message_type = 'change' ORDER BY event_id"
+        )
+        .fetchall()
+    )
+
+
+def apply(runtime, **kw) -> int:
+    with runtime.events.transaction() as con:
+        return apply_changes(runtime.engine, runtime.events, con, **kw)
+
+
+def test_apply_changes_twice_applies_once(runtime) -> None:
+    add_change(runtime, "trait_changed", "ch-1", {"key": "plan", "old": None, "new": "gold"})
+    add_change(runtime, "identities_merged", "ch-2", {"from_person_id": "p0", "into_person_id": "p1"})
+    assert apply(runtime) == 2
+    assert apply(runtime) == 0
+    rows = change_rows(runtime)
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("ch-1", "p1", "$trait_changed"),
+        ("ch-2", "p1", "$identities_merged"),
+    ]
+    assert json.loads(rows[0][3]) == {"key": "plan", "old": None, "new": "gold"}
+    assert runtime.events.cursor().execute("SELECT alias_id, person_id FROM person_aliases").fetchall() == [
+        ("p0", "p1")
+    ]
+    with runtime.engine.connect() as conn:
+        last_seq = max(r[0] for r in conn.execute(select(changes.c.seq)))
+    assert runtime.events.get_meta(WATERMARK) == str(last_seq)
+    # a later change is picked up, and only it
+    add_change(runtime, "trait_changed", "ch-3", {"key": "plan", "old": "gold", "new": "silver"})
+    assert apply(runtime) == 1
+    assert [r[0] for r in change_rows(runtime)] == ["ch-1", "ch-2", "ch-3"]
+
+
+def test_a_rolled_back_apply_is_repeated_by_the_next_call(runtime) -> None:
+    add_change(runtime, "trait_changed", "ch-1", {"key": "k", "old": None, "new": 1})
+    with pytest.raises(RuntimeError), runtime.events.transaction() as con:
+        assert apply_changes(runtime.engine, runtime.events, con) == 1
+        raise RuntimeError("crash between the two commits")
+    assert change_rows(runtime) == []
+    assert apply(runtime) == 1
+    assert [r[0] for r in change_rows(runtime)] == ["ch-1"]
+
+
+def test_apply_changes_pages_through_a_long_feed(runtime) -> None:
+    ids = [f"ch-{i:02d}" for i in range(7)]
+    for i, event_id in enumerate(ids):
+        add_change(runtime, "trait_changed", event_id, {"key": "n", "old": i - 1, "new": i})
+    assert apply(runtime, limit=3) == len(ids)
+    assert apply(runtime, limit=3) == 0
+    assert [r[0] for r in change_rows(runtime)] == ids
+
+
+def test_ingest_leaves_no_change_unapplied(api) -> None:
+    api.batch([identify(anonymousId="a-1", traits={"plan": "gold"}), track("x", userId="U-1")])
+    api.batch([identify(anonymousId="a-1", userId="U-1")])
+    feed = api.ops_rows("changes")
+    assert {"trait_changed", "identities_merged"} <= {r["kind"] for r in feed}
+    assert apply(api.runtime) == 0
+    # every change in the ops feed is in the event store, exactly once
+    assert sorted(r[0] for r in change_rows(api.runtime)) == sorted(r["event_id"] for r in feed)

@@ -1,0 +1,213 @@
+"""File import: formats, rejects, idempotency, and the vectorised Parquet path against the row path."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from siyu.cli.main import app
+from siyu.config import Settings
+from siyu.ingest.files import import_file
+from siyu.runtime import Runtime
+
+runner = CliRunner()
+
+
+def cli(home: Path, *args: str) -> str:
+    result = runner.invoke(app, ["--home", str(home), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_csv_customers_import_rejects_and_reimport(tmp_path: Path) -> None:
+    csv_file = tmp_path / "customers.csv"
+    csv_file.write_text(
+        "member_id,phone,city,gender,age\n"
+        "M1,13800138000,北京,女,32\n"
+        "M2,+86 139-0000-0000,上海,男,41\n"
+        "M3,notaphone,上海,男,41\n"
+        "null,,杭州,女,20\n",
+        encoding="utf-8",
+    )
+    home = tmp_path / "home"
+    first = json.loads(cli(home, "import", "customers", str(csv_file), "--json"))
+    assert first == {"accepted": 2, "rejected": 2, "duplicates": 0}
+    rejects = [json.loads(line) for line in (tmp_path / "customers.csv.rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [4, 5]
+    assert rejects[0]["errors"][0]["field"] == "identities.phone"
+    assert "no usable identity" in rejects[1]["errors"][0]["reason"]
+    second = json.loads(cli(home, "import", "customers", str(csv_file), "--json"))
+    assert second == {"accepted": 0, "rejected": 2, "duplicates": 2}
+    stats = json.loads(cli(home, "stats", "--json"))
+    assert stats["persons"] == 2
+    profile = json.loads(cli(home, "person", "show", "phone:+8613900000000", "--json"))
+    assert profile["traits"] == {"city": "上海", "gender": "男", "age": 41}
+
+
+def test_jsonl_invalid_lines_are_rejected_with_line_numbers(tmp_path: Path) -> None:
+    f = tmp_path / "events.jsonl"
+    good = {"type": "track", "messageId": "a", "event": "favorite", "userId": "u1"}
+    f.write_bytes(
+        orjson.dumps(good)
+        + b"\n"
+        + b"{not json\n"
+        + b'{"type":"track","messageId":"b","event":"x"}\n'
+        + b'\xff\xfe{"bad": "utf8"}\n'
+    )
+    out = json.loads(cli(tmp_path / "home", "import", "events", str(f), "--json"))
+    assert out == {"accepted": 1, "rejected": 3, "duplicates": 0}
+    lines = [json.loads(x)["line"] for x in (tmp_path / "events.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert sorted(lines) == [2, 3, 4]
+
+
+def test_unknown_kind_and_missing_file_fail_cleanly(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--home", str(tmp_path / "h"), "import", "widgets", "x.csv"])
+    assert result.exit_code != 0 and "unknown kind" in result.output
+    result = runner.invoke(app, ["--home", str(tmp_path / "h"), "import", "events", str(tmp_path / "nope.csv")])
+    assert result.exit_code != 0 and "no such file" in result.output
+
+
+def _hostile_table(now: datetime) -> pa.Table:
+    rows = [
+        # message_id, event, ts, member_id, anonymous_id, phone, sku, note
+        ("m1", "view", now - timedelta(days=3), "M1", "A1", None, "s1", "ok"),
+        ("m2", "view", now - timedelta(days=2), None, "A1", "13800138000", "s2", None),
+        ("m3", "favorite", now - timedelta(days=1), "M2", "A2", "+86 139 0000 0000", None, "ok"),
+        ("m1", "view", now - timedelta(days=1), "M1", "A1", None, "s1", "duplicate in file"),
+        ("m4", "$secret", now, "M1", None, None, None, None),
+        ("m5", "view", now + timedelta(days=30), "M1", None, None, None, None),
+        ("m6", "view", datetime(1999, 1, 1, tzinfo=UTC), "M1", None, None, None, None),
+        ("m7", "view", now, "null", "undefined", "", None, None),
+        ("m8", "view", now, "M3", None, "12345", None, None),
+        ("m9", "view", now, "M3", None, None, "x" * 5000, None),
+        ("m10", "view", now, "M3", None, None, "a\x00b", None),
+        ("", "view", now, "M3", None, None, None, None),
+        ("m11", "'; DROP TABLE persons; --", now, "M3", "A3", None, "' OR 1=1 --", "ok"),
+        ("m12", "view", now, "M4", "A2", None, None, "anonymous A2 joins M4: M2 and M4 conflict (limit 1)"),
+        ("m13", "view", None, "M5", None, None, None, "no timestamp: now"),
+    ]
+    cols = list(zip(*rows, strict=True))
+    return pa.table(
+        {
+            "message_id": pa.array(cols[0], pa.string()),
+            "event": pa.array(cols[1], pa.string()),
+            "timestamp": pa.array(cols[2], pa.timestamp("us", tz="UTC")),
+            "member_id": pa.array(cols[3], pa.string()),
+            "anonymous_id": pa.array(cols[4], pa.string()),
+            "phone": pa.array(cols[5], pa.string()),
+            "sku": pa.array(cols[6], pa.string()),
+            "note": pa.array(cols[7], pa.string()),
+        }
+    )
+
+
+def _snapshot(rt: Runtime) -> dict[str, object]:
+    cur = rt.events.cursor()
+    events = cur.execute(
+        "SELECT event_id, name, ts, properties, identity_type, identity_value, identities "
+        "FROM events WHERE message_type = 'track' ORDER BY event_id"
+    ).fetchall()
+    persons = cur.execute(
+        "SELECT list(event_id ORDER BY event_id) FROM events_resolved WHERE message_type = 'track' GROUP BY person_id"
+    ).fetchall()
+    with rt.engine.connect() as conn:
+        from sqlalchemy import text
+
+        ids = conn.execute(text("SELECT type, value FROM identities ORDER BY type, value")).all()
+        refused = conn.execute(text("SELECT count(*) FROM identity_merges WHERE status = 'refused'")).scalar()
+    return {
+        "events": [(e[0], e[1], e[2], json.loads(e[3]), e[4], e[5], json.loads(e[6])) for e in events],
+        "partition": sorted(tuple(p[0]) for p in persons),
+        "identities": [tuple(r) for r in ids],
+        "refused": refused,
+    }
+
+
+def test_vectorised_parquet_path_matches_row_path(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    file = tmp_path / "events.parquet"
+    pq.write_table(_hostile_table(now), file)
+    fixed_now = datetime.now(UTC)
+    results = {}
+    for vectorised in (True, False):
+        home = tmp_path / f"home-{vectorised}"
+        with Runtime.open(Settings(home=home)) as rt:
+            rt.ingestor.now = lambda: fixed_now  # type: ignore[method-assign]
+            rt.ingestor.validator.now = lambda: fixed_now
+            report = import_file(rt.ingestor, file, "events", vectorised=vectorised)
+            rejects = [json.loads(x) for x in (tmp_path / "events.parquet.rejects.jsonl").read_text().splitlines()]
+            results[vectorised] = (
+                report.as_dict(),
+                report.result.refused_merges,
+                sorted((r["line"], sorted(e["field"] for e in r["errors"])) for r in rejects),
+                _snapshot(rt),
+            )
+    fast, slow = results[True], results[False]
+    assert fast[0] == slow[0]
+    assert fast[0] == {"accepted": 6, "rejected": 8, "duplicates": 1}
+    assert fast[2] == slow[2]
+    assert fast[3] == slow[3]
+    assert fast[1] == slow[1] == 1
+    snap = fast[3]
+    sql_event = next(e for e in snap["events"] if e[0] == "m11")  # type: ignore[union-attr]
+    assert sql_event[1] == "'; DROP TABLE persons; --" and sql_event[3] == {"sku": "' OR 1=1 --", "note": "ok"}
+
+
+def test_reimporting_parquet_changes_nothing(tmp_path: Path) -> None:
+    file = tmp_path / "e.parquet"
+    now = datetime.now(UTC) - timedelta(days=1)
+    n = 500
+    pq.write_table(
+        pa.table(
+            {
+                "messageId": [f"id-{i}" for i in range(n)],
+                "event": ["view"] * n,
+                "timestamp": pa.array([now - timedelta(minutes=i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+                "userId": [f"u{i % 50}" for i in range(n)],
+                "price_fen": list(range(n)),
+            }
+        ),
+        file,
+    )
+    home = tmp_path / "home"
+    assert json.loads(cli(home, "import", "events", str(file), "--json")) == {
+        "accepted": n,
+        "rejected": 0,
+        "duplicates": 0,
+    }
+    before = json.loads(cli(home, "stats", "--json"))
+    assert before == {"persons": 50, "identities": 50, "events": n, "orders": 0}
+    assert json.loads(cli(home, "import", "events", str(file), "--json")) == {
+        "accepted": 0,
+        "rejected": 0,
+        "duplicates": n,
+    }
+    assert json.loads(cli(home, "stats", "--json")) == before
+
+
+@pytest.mark.parametrize("naive", [True])
+def test_naive_parquet_timestamps_are_brand_local(tmp_path: Path, naive: bool) -> None:
+    file = tmp_path / "e.parquet"
+    local = datetime(2026, 3, 1, 8, 0, 0)  # 08:00 in Shanghai = 00:00 UTC
+    pq.write_table(
+        pa.table(
+            {
+                "message_id": ["a"],
+                "event": ["view"],
+                "userId": ["u"],
+                "timestamp": pa.array([local], pa.timestamp("us")),
+            }
+        ),
+        file,
+    )
+    with Runtime.open(Settings(home=tmp_path / "h")) as rt:
+        import_file(rt.ingestor, file, "events")
+        ts = rt.events.cursor().execute("SELECT ts FROM events WHERE event_id = 'a'").fetchone()[0]
+    assert ts.astimezone(UTC) == datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
