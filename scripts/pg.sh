@@ -28,9 +28,12 @@ case "$cmd" in
       bin=$(find_bin)
     fi
     rm -rf "$dir"; mkdir -p "$dir"
-    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; fi
-    as_postgres "$bin/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir.initdb.log" 2>&1 \
-      || { cat "$dir.initdb.log" >&2; exit 1; }
+    if [ "$(id -u)" = 0 ]; then
+      chown postgres:postgres "$dir"
+      chmod 755 "$(dirname "$dir")"  # the postgres user must be able to reach it (mktemp -d makes 0700)
+    fi
+    as_postgres "$bin/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/../initdb.log" 2>&1 \
+      || { cat "$dir/../initdb.log" >&2; exit 1; }
     as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" \
       -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
       -w start >/dev/null
