@@ -26,6 +26,7 @@ from siyu.identity.normalize import IdentityValueError
 from siyu.identity.persist import write_graph
 from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
+from siyu.perf import gc_paused
 from siyu.store.feed import apply_changes
 from siyu.store.ops.schema import identities
 
@@ -84,7 +85,7 @@ def import_parquet_events(
     if roles is None or settings.tracking_plan_mode == "strict":
         return None
     ingestor.refresh_plan()
-    with ingestor.events.write_lock:
+    with ingestor.events.write_lock, gc_paused():
         return _import(ingestor, path, roles, source, progress)
 
 

@@ -26,6 +26,7 @@ from siyu.identity.traits import TraitUpdate, apply_trait_updates
 from siyu.ids import derived_id, new_id
 from siyu.ingest.tracking_plan import TrackingPlan
 from siyu.ingest.validate import PreparedMessage, PreparedOrder, Validator
+from siyu.perf import gc_paused
 from siyu.store.events import EVENTS_ARROW, ORDERS_ARROW, EventStore
 from siyu.store.feed import apply_changes
 from siyu.store.ops.schema import identities
@@ -88,7 +89,7 @@ class Ingestor:
     def ingest_messages(self, prepared: Sequence[PreparedMessage], *, source: str = "api") -> IngestResult:
         """Store checked messages (duplicates by ``messageId`` are counted and skipped)."""
         result = IngestResult()
-        with self.events.write_lock:
+        with self.events.write_lock, gc_paused():
             existing = self.events.existing_event_ids([m.message_id for m in prepared])
             fresh: list[PreparedMessage] = []
             batch_ids: set[str] = set()
@@ -173,7 +174,7 @@ class Ingestor:
     def ingest_orders(self, prepared: Sequence[PreparedOrder], *, source: str = "api") -> IngestResult:
         """Store checked orders: new orders and changed states append a version; repeats do not."""
         result = IngestResult()
-        with self.events.write_lock:
+        with self.events.write_lock, gc_paused():
             for p in prepared:
                 p.content_hash = _order_hash(p)
             latest = self.events.latest_orders(list({p.order.order_id for p in prepared}))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, DateTime, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -55,7 +55,11 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
                 copy.write_row(row)
         return
     marks = ", ".join("?" for _ in columns)
-    conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({cols}) VALUES ({marks})",
-        [tuple(sqlite_value(v) for v in row) for row in rows],
-    )
+    by_column = list(zip(*rows, strict=True))
+    texts: dict[datetime, str] = {}  # many rows share timestamps: format each once
+    for i, name in enumerate(columns):
+        if isinstance(table.c[name].type, DateTime):
+            by_column[i] = tuple(
+                None if v is None else (texts.get(v) or texts.setdefault(v, sqlite_value(v))) for v in by_column[i]
+            )
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(zip(*by_column, strict=True)))
