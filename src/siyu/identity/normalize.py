@@ -75,7 +75,7 @@ class IdentityScreen:
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
             raise IdentityValueError(f"must be a string, got {type(raw).__name__}")
         text = str(raw).strip()
-        if text.lower() in self.blocked:
+        if not text or text.lower() in self.blocked:  # empty is never an identity, whatever the config
             return None
         if len(text) > MAX_IDENTITY_CHARS:
             raise IdentityValueError(f"longer than {MAX_IDENTITY_CHARS} characters")

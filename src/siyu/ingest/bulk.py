@@ -117,7 +117,7 @@ def _import(
         if col is None:
             return "NULL::VARCHAR"
         text = f"trim(CAST({_q(col)} AS VARCHAR))"
-        return f"(CASE WHEN lower({text}) IN ({blocked}) THEN NULL ELSE {text} END)"
+        return f"(CASE WHEN {text} = '' OR lower({text}) IN ({blocked}) THEN NULL ELSE {text} END)"
 
     phone_rows: dict[str, list[Any]] = {"raw": [], "norm": [], "err": []}
     if "phone" in by_role:
@@ -247,8 +247,12 @@ def _import(
         + ", ".join(f"CASE WHEN _{r} IS NOT NULL THEN ['{r}', _{r}] END" for r in present)
         + "], lambda x: x IS NOT NULL))::VARCHAR"
     )
-    combos = con.execute(f"""SELECT _combo, {id_type}, {id_value}, {ids_json}, arg_min(_mid, _row), min(_ts),
-        max(_ts), {", ".join(f"_{r}" for r in present)} FROM _fresh GROUP BY ALL ORDER BY min(_row)""").fetchall()
+    combos = con.execute(f"""SELECT _combo, {id_type}, {id_value}, {ids_json}, _first_mid, _first, _last,
+            {", ".join(f"_{r}" for r in present)}
+        FROM (SELECT _combo, arg_min(_mid, _row) AS _first_mid, min(_row) AS _first_row,
+                     min(_ts)::TIMESTAMP AS _first, max(_ts)::TIMESTAMP AS _last, {", ".join(f"any_value(_{r}) AS _{r}" for r in present)}
+              FROM _fresh GROUP BY _combo)
+        ORDER BY _first_row""").fetchall()
     timer.lap("combos")
     graph = IdentityGraph(ingestor.rules, ingestor.make_id)
     with ingestor.engine.begin() as conn:
@@ -319,6 +323,7 @@ class _Timer:
 
 
 def _utc(value: datetime) -> datetime:
+    # The combination query hands back naive UTC timestamps (cheaper than TIMESTAMPTZ → pytz).
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -89,11 +89,11 @@ CREATE TABLE IF NOT EXISTS events (
     person_id VARCHAR NOT NULL,
     identity_type VARCHAR,
     identity_value VARCHAR,
-    identities JSON,
+    identities VARCHAR,  -- JSON text: [[type, value], …]
     message_type VARCHAR NOT NULL,
     name VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL,
-    properties JSON,
+    properties VARCHAR,  -- JSON text (plain VARCHAR: no re-validation on insert, portable to Parquet)
     source VARCHAR,
     received_at TIMESTAMPTZ NOT NULL
 );
