@@ -247,10 +247,11 @@ def _import(
         + ", ".join(f"CASE WHEN _{r} IS NOT NULL THEN ['{r}', _{r}] END" for r in present)
         + "], lambda x: x IS NOT NULL))::VARCHAR"
     )
+    any_ids = ", ".join(f"any_value(_{r}) AS _{r}" for r in present)
     combos = con.execute(f"""SELECT _combo, {id_type}, {id_value}, {ids_json}, _first_mid, _first, _last,
             {", ".join(f"_{r}" for r in present)}
         FROM (SELECT _combo, arg_min(_mid, _row) AS _first_mid, min(_row) AS _first_row,
-                     min(_ts)::TIMESTAMP AS _first, max(_ts)::TIMESTAMP AS _last, {", ".join(f"any_value(_{r}) AS _{r}" for r in present)}
+                     min(_ts)::TIMESTAMP AS _first, max(_ts)::TIMESTAMP AS _last, {any_ids}
               FROM _fresh GROUP BY _combo)
         ORDER BY _first_row""").fetchall()
     timer.lap("combos")
