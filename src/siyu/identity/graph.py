@@ -34,6 +34,7 @@ Key = tuple[str, str]
 _OWNERS_OF = select(identities.c.person_id).where(
     identities.c.type == bindparam("t"), identities.c.value.in_(bindparam("vals", expanding=True))
 )
+_ALL_IDENTITIES = select(identities.c.type, identities.c.value, identities.c.person_id)
 _IDENTITIES_OF = select(identities.c.type, identities.c.value, identities.c.person_id).where(
     identities.c.person_id.in_(bindparam("pids", expanding=True))
 )
@@ -84,12 +85,19 @@ class IdentityGraph:
     refusals: list[Merge] = field(default_factory=list)
 
     # -- loading ------------------------------------------------------------------------------
-    def load(self, conn: Connection, keys: Iterable[Key], chunk: int = 5000) -> None:
-        """Read the owners of ``keys`` and every identity of those owners."""
+    def load(self, conn: Connection, keys: Iterable[Key], chunk: int = 5000, scan_above: int = 20_000) -> None:
+        """Read the owners of ``keys`` and every identity of those owners.
+
+        Past ``scan_above`` keys one pass over the identity table beats many IN lists.
+        """
+        wanted = {k for k in keys if k not in self.owner}
+        if len(wanted) > scan_above:
+            owners = {p for t, v, p in conn.execute(_ALL_IDENTITIES).yield_per(50_000) if (t, v) in wanted}
+            self.load_persons(conn, owners)
+            return
         by_type: dict[str, list[str]] = {}
-        for t, v in set(keys):
-            if (t, v) not in self.owner:
-                by_type.setdefault(t, []).append(v)
+        for t, v in wanted:
+            by_type.setdefault(t, []).append(v)
         persons: set[str] = set()
         for t, values in by_type.items():
             for i in range(0, len(values), chunk):

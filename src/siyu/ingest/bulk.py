@@ -21,14 +21,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from siyu.identity.graph import IdentityGraph
 from siyu.identity.normalize import IdentityValueError
-from siyu.identity.persist import write_graph
+from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
 from siyu.perf import gc_paused
 from siyu.store.feed import apply_changes
-from siyu.store.ops.schema import identities
 
 log = logging.getLogger(__name__)
 
@@ -255,21 +253,22 @@ def _import(
               FROM _fresh GROUP BY _combo)
         ORDER BY _first_row""").fetchall()
     timer.lap("combos")
-    graph = IdentityGraph(ingestor.rules, ingestor.make_id)
+    sightings = [
+        Sighting(
+            [(r, v) for r, v in zip(present, row[7:], strict=True) if v is not None], _utc(row[5]), _utc(row[6]), row[4]
+        )
+        for row in combos
+    ]
     with ingestor.engine.begin() as conn:
-        _load_known(conn, graph, {(r, v) for row in combos for r, v in zip(present, row[7:], strict=True) if v})
-        people = []
-        spans: dict[str, tuple[datetime, datetime]] = {}
-        for row in combos:
-            keys = [(r, v) for r, v in zip(present, row[7:], strict=True) if v is not None]
-            people.append(graph.resolve(keys, _utc(row[5]), row[4]))
-        people = [graph.find(p) for p in people]
-        for row, person in zip(combos, people, strict=True):
-            first, last = _utc(row[5]), _utc(row[6])
-            span = spans.get(person)
-            spans[person] = (first, last) if span is None else (min(span[0], first), max(span[1], last))
-        timer.lap("resolve")
-        write_graph(conn, graph, spans, trait_strategies=settings.trait_strategies, now=now)
+        resolution = resolve_sightings(
+            conn,
+            ingestor.rules,
+            sightings,
+            trait_strategies=settings.trait_strategies,
+            now=now,
+            make_id=ingestor.make_id,
+        )
+    people = resolution.people
     timer.lap("ops write")
     con.register(
         "_combos",
@@ -297,9 +296,7 @@ def _import(
     _cleanup(con)
     store.forget_seen_index()
     result.accepted = int(fresh)
-    result.new_persons = sum(1 for p in graph.new_persons if graph.find(p) == p)
-    result.merges = len(graph.merges)
-    result.refused_merges = len(graph.refusals)
+    result.count(resolution)
     if progress:
         progress(int(fresh))
     return result, len(rejected_rows), rejects
@@ -326,17 +323,3 @@ class _Timer:
 def _utc(value: datetime) -> datetime:
     # The combination query hands back naive UTC timestamps (cheaper than TIMESTAMPTZ → pytz).
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _load_known(conn: Any, graph: IdentityGraph, wanted: set[tuple[str, str]]) -> None:
-    """Load the known owners of ``wanted`` keys; scans the table once when the batch is large."""
-    if len(wanted) < 20_000:
-        graph.load(conn, wanted)
-        return
-    owners = set()
-    for t, v, p in conn.execute(
-        identities.select().with_only_columns(identities.c.type, identities.c.value, identities.c.person_id)
-    ).yield_per(50_000):
-        if (t, v) in wanted:
-            owners.add(p)
-    graph.load_persons(conn, owners)

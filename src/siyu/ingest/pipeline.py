@@ -20,8 +20,8 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, select
 
 from siyu.config import Settings
-from siyu.identity.graph import IdentityGraph, IdentityRules, Key
-from siyu.identity.persist import write_graph
+from siyu.identity.graph import IdentityRules, Key
+from siyu.identity.resolve import Resolution, Sighting, resolve_sightings
 from siyu.identity.traits import TraitUpdate, apply_trait_updates
 from siyu.ids import derived_id, new_id
 from siyu.ingest.tracking_plan import TrackingPlan
@@ -49,6 +49,12 @@ class IngestResult:
     def as_dict(self) -> dict[str, int]:
         """JSON-ready form."""
         return asdict(self)
+
+    def count(self, resolution: Resolution) -> None:
+        """Take the identity graph's counts."""
+        self.new_persons += resolution.new_persons
+        self.merges += resolution.merges
+        self.refused_merges += resolution.refused_merges
 
     def add(self, other: IngestResult) -> None:
         """Accumulate another result into this one."""
@@ -104,17 +110,8 @@ class Ingestor:
             now = self.now()
             with self.engine.begin() as conn:
                 self._previous_ids_as_user_ids(conn, fresh)
-                graph = IdentityGraph(self.rules, self.make_id)
-                graph.load(conn, (k for m in fresh for k in m.keys))
-                raw_people = [graph.resolve(m.keys, m.ts, m.message_id) for m in fresh]
-                people = [graph.find(p) for p in raw_people]
-                write_graph(
-                    conn,
-                    graph,
-                    _spans(people, [m.ts for m in fresh]),
-                    trait_strategies=self.settings.trait_strategies,
-                    now=now,
-                )
+                resolution = self._resolve(conn, [Sighting(m.keys, m.ts, m.ts, m.message_id) for m in fresh], now)
+                people = resolution.people
                 updates: list[TraitUpdate] = [
                     (person, key, value, m.ts, m.message_id)
                     for m, person in zip(fresh, people, strict=True)
@@ -123,14 +120,22 @@ class Ingestor:
                 ]
                 result.traits_changed = apply_trait_updates(conn, updates, self.settings.trait_strategies)
             result.accepted = len(fresh)
-            result.new_persons = sum(1 for p in graph.new_persons if graph.find(p) == p)
-            result.merges = len(graph.merges)
-            result.refused_merges = len(graph.refusals)
+            result.count(resolution)
             table = self._event_table(fresh, people, source, now)
             with self.events.transaction() as con:
                 self.events.append_events(con, table)
                 apply_changes(self.engine, self.events, con)
         return result
+
+    def _resolve(self, conn: Connection, sightings: list[Sighting], now: datetime) -> Resolution:
+        return resolve_sightings(
+            conn,
+            self.rules,
+            sightings,
+            trait_strategies=self.settings.trait_strategies,
+            now=now,
+            make_id=self.make_id,
+        )
 
     def _previous_ids_as_user_ids(self, conn: Connection, fresh: Sequence[PreparedMessage]) -> None:
         """An alias's ``previousId`` is an anonymous id unless it is a known ``userId``."""
@@ -200,18 +205,14 @@ class Ingestor:
                 return result
             now = self.now()
             with self.engine.begin() as conn:
-                graph = IdentityGraph(self.rules, self.make_id)
-                graph.load(conn, (k for p, _ in fresh for k in p.keys))
-                raw = [graph.resolve(p.keys, p.updated_at, f"order:{p.order.order_id}") for p, _ in fresh]
-                people = [graph.find(x) for x in raw]
-                times = [p.paid_at or p.updated_at for p, _ in fresh]
-                write_graph(
-                    conn, graph, _spans(people, times), trait_strategies=self.settings.trait_strategies, now=now
-                )
+                sightings = [
+                    Sighting(p.keys, p.paid_at or p.updated_at, p.paid_at or p.updated_at, f"order:{p.order.order_id}")
+                    for p, _ in fresh
+                ]
+                resolution = self._resolve(conn, sightings, now)
+                people = resolution.people
             result.accepted = len(fresh)
-            result.new_persons = sum(1 for p in graph.new_persons if graph.find(p) == p)
-            result.merges = len(graph.merges)
-            result.refused_merges = len(graph.refusals)
+            result.count(resolution)
             orders_table, events_table = self._order_tables(fresh, people, source, now)
             with self.events.transaction() as con:
                 self.events.append_orders(con, orders_table)
@@ -304,14 +305,6 @@ class Ingestor:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _spans(people: Sequence[str], times: Sequence[datetime]) -> dict[str, tuple[datetime, datetime]]:
-    spans: dict[str, tuple[datetime, datetime]] = {}
-    for person, at in zip(people, times, strict=True):
-        first, last = spans.get(person, (at, at))
-        spans[person] = (min(first, at), max(last, at))
-    return spans
 
 
 def _order_hash(p: PreparedOrder) -> str:

@@ -14,8 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from siyu.identity.graph import IdentityGraph
-from siyu.identity.persist import write_graph
+from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.ids import derived_id
 from siyu.ingest.pipeline import Ingestor
 from siyu.store.feed import apply_changes
@@ -65,12 +64,16 @@ class RelationService:
         return result
 
     def _person_for(self, conn: Connection, external_userid: str, at: datetime) -> str:
-        key = ("wecom_external_userid", external_userid)
-        graph = IdentityGraph(self.ingestor.rules, self.ingestor.make_id)
-        graph.load(conn, [key])
-        person = graph.find(graph.resolve([key], at, f"wecom:{external_userid}"))
-        write_graph(conn, graph, {person: (at, at)}, trait_strategies=self.ingestor.settings.trait_strategies, now=at)
-        return person
+        sighting = Sighting([("wecom_external_userid", external_userid)], at, at, f"wecom:{external_userid}")
+        resolution = resolve_sightings(
+            conn,
+            self.ingestor.rules,
+            [sighting],
+            trait_strategies=self.ingestor.settings.trait_strategies,
+            now=at,
+            make_id=self.ingestor.make_id,
+        )
+        return resolution.people[0]
 
     def upsert_staff(self, userid: str, name: str, *, department: str | None = None) -> None:
         """Add or rename a staff member."""
