@@ -284,25 +284,26 @@ class EventStore:
             self.note_stored(self._pending)
             self._pending = []
 
+    @staticmethod
+    def _insert(con: duckdb.DuckDBPyConnection, table_name: str, rows: pa.Table) -> None:
+        view = f"_new_{table_name}"
+        con.register(view, rows)
+        try:
+            con.execute(f"INSERT INTO {table_name} BY NAME SELECT * FROM {view}")
+        finally:
+            con.unregister(view)
+
     def append_events(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         """Append events (an Arrow table in :data:`EVENTS_ARROW` shape) inside a transaction."""
         if table.num_rows:
-            con.register("_new_events", table)
-            try:
-                con.execute("INSERT INTO events BY NAME SELECT * FROM _new_events")
-            finally:
-                con.unregister("_new_events")
+            self._insert(con, "events", table)
             if self._seen is not None:
                 self._pending.extend(table.column("event_id").to_pylist())
 
     def append_orders(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         """Append order versions (an Arrow table in :data:`ORDERS_ARROW` shape)."""
         if table.num_rows:
-            con.register("_new_orders", table)
-            try:
-                con.execute("INSERT INTO orders BY NAME SELECT * FROM _new_orders")
-            finally:
-                con.unregister("_new_orders")
+            self._insert(con, "orders", table)
 
     def add_aliases(self, con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, str]]) -> None:
         """Record merges ``(alias_id → person_id)`` in order, keeping the alias table flat."""
