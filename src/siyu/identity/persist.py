@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from siyu.identity.graph import IdentityGraph
 from siyu.identity.traits import merge_traits
@@ -46,14 +47,10 @@ def write_graph(
         first, last = seen.get(root, (at, at))
         new_rows.append((pid, now, first, last, root if root != pid else None))
     bulk_insert(conn, persons, ("id", "created_at", "first_seen", "last_seen", "merged_into"), new_rows)
-    bulk_insert(
-        conn,
-        identities,
-        ("type", "value", "person_id", "first_seen"),
-        [(t, v, graph.find(pid), at) for (t, v), (pid, at) in graph.new_identities.items()],
-    )
-    for merge in graph.merges:
-        _apply_merge(conn, merge.from_person_id, merge.into_person_id, trait_strategies)
+    # In key order: the primary-key index then grows at its end instead of at random pages.
+    new_identities = sorted((t, v, graph.find(pid), at) for (t, v), (pid, at) in graph.new_identities.items())
+    bulk_insert(conn, identities, ("type", "value", "person_id", "first_seen"), new_identities)
+    _apply_merges(conn, graph, trait_strategies)
     _log_merges(conn, graph, now)
     existing = [(pid, span) for pid, span in seen.items() if pid not in graph.new_persons]
     widen_spans(conn, existing)
@@ -75,30 +72,55 @@ def widen_spans(conn: Connection, spans: Sequence[tuple[str, tuple[datetime, dat
     conn.exec_driver_sql(sql, rows)
 
 
-def _apply_merge(conn: Connection, source: str, target: str, trait_strategies: Mapping[str, str]) -> None:
-    """Move everything of ``source`` to ``target`` (identities, traits, relations, groups)."""
-    conn.execute(update(identities).where(identities.c.person_id == source).values(person_id=target))
-    conn.execute(
-        update(persons).where(or_(persons.c.id == source, persons.c.merged_into == source)).values(merged_into=target)
-    )
-    for table in (staff_relations, group_members):
-        conn.execute(update(table).where(table.c.person_id == source).values(person_id=target))
-    columns = (persons.c.first_seen, persons.c.last_seen, persons.c.owner_staff_id)
-    src = conn.execute(select(*columns).where(persons.c.id == source)).first()
-    dst = conn.execute(select(*columns).where(persons.c.id == target)).first()
-    if src is not None and dst is not None:
-        firsts = [as_utc(x) for x in (src.first_seen, dst.first_seen) if x is not None]
-        lasts = [as_utc(x) for x in (src.last_seen, dst.last_seen) if x is not None]
+def _apply_merges(conn: Connection, graph: IdentityGraph, trait_strategies: Mapping[str, str]) -> None:
+    """Move everything of merged (pre-existing) persons to their survivors, in a few statements.
+
+    Persons created and merged within this batch need nothing: their rows were written with the
+    final survivor already.
+    """
+    merged_into = {
+        m.from_person_id: graph.find(m.from_person_id)
+        for m in graph.merges
+        if m.from_person_id not in graph.new_persons
+    }
+    if not merged_into:
+        return
+    pairs = [{"b_src": src, "b_root": root} for src, root in merged_into.items()]
+    src: Any = bindparam("b_src")
+    root: Any = bindparam("b_root")
+    for table in (identities, staff_relations, group_members):
+        conn.execute(update(table).where(table.c.person_id == src).values(person_id=root), pairs)
+    conn.execute(update(persons).where(persons.c.id == src).values(merged_into=root), pairs)
+    conn.execute(update(persons).where(persons.c.merged_into == src).values(merged_into=root), pairs)
+    # Survivors take the widest first/last seen, and an owner if they had none.
+    involved = [*merged_into, *set(merged_into.values())]
+    rows = {}
+    for i in range(0, len(involved), 2000):
+        for r in conn.execute(
+            select(persons.c.id, persons.c.first_seen, persons.c.last_seen, persons.c.owner_staff_id).where(
+                persons.c.id.in_(involved[i : i + 2000])
+            )
+        ):
+            rows[r.id] = r
+    survivors: dict[str, dict[str, Any]] = {}
+    for src_id, root_id in merged_into.items():
+        a, b = rows.get(src_id), rows.get(root_id)
+        if a is None or b is None:
+            continue
+        s = survivors.setdefault(root_id, {"b_root": root_id, "first": None, "last": None, "owner": b.owner_staff_id})
+        firsts = [t for t in (s["first"], as_utc(b.first_seen), as_utc(a.first_seen)) if t is not None]
+        lasts = [t for t in (s["last"], as_utc(b.last_seen), as_utc(a.last_seen)) if t is not None]
+        s["first"] = min(firsts, default=None)
+        s["last"] = max(lasts, default=None)
+        s["owner"] = s["owner"] or a.owner_staff_id
+    if survivors:
         conn.execute(
             update(persons)
-            .where(persons.c.id == target)
-            .values(
-                first_seen=min(firsts) if firsts else None,  # type: ignore[type-var]
-                last_seen=max(lasts) if lasts else None,  # type: ignore[type-var]
-                owner_staff_id=dst.owner_staff_id or src.owner_staff_id,
-            )
+            .where(persons.c.id == root)
+            .values(first_seen=bindparam("first"), last_seen=bindparam("last"), owner_staff_id=bindparam("owner")),
+            list(survivors.values()),
         )
-    merge_traits(conn, source, target, trait_strategies)
+    merge_traits(conn, merged_into, trait_strategies)
 
 
 def _log_merges(conn: Connection, graph: IdentityGraph, now: datetime) -> None:

@@ -88,33 +88,59 @@ def apply_trait_updates(conn: Connection, updates: Iterable[TraitUpdate], strate
     return len(feed)
 
 
-def merge_traits(conn: Connection, source: str, target: str, strategies: Mapping[str, str]) -> None:
-    """Fold ``source``'s traits into ``target``'s (per-trait strategy), then drop ``source``'s."""
-    rows = conn.execute(
-        select(traits.c.person_id, traits.c.key, traits.c.value, traits.c.updated_at).where(
-            traits.c.person_id.in_([source, target])
-        )
-    ).all()
-    mine = {k: (v, _utc(at)) for p, k, v, at in rows if p == target}
-    merged = []
-    feed = []
+def merge_traits(conn: Connection, merged_into: Mapping[str, str], strategies: Mapping[str, str]) -> None:
+    """Fold the traits of merged persons into their survivors (per-trait strategy).
+
+    ``merged_into`` maps each merged person to its final survivor. The strategies decide by
+    timestamp or value, so the order of the merges does not matter. Every value a survivor
+    gains is written to the change feed as a ``trait_changed`` (with ``merged_from``).
+    """
+    if not merged_into:
+        return
+    everyone = [*merged_into, *set(merged_into.values())]
+    rows: list[Any] = []
+    for i in range(0, len(everyone), 2000):
+        rows += conn.execute(
+            select(traits.c.person_id, traits.c.key, traits.c.value, traits.c.updated_at).where(
+                traits.c.person_id.in_(everyone[i : i + 2000])
+            )
+        ).all()
+    before = {(p, k): (v, _utc(at)) for p, k, v, at in rows if p not in merged_into}
+    current = dict(before)
+    winner: dict[tuple[str, str], str] = {}
     for p, k, v, at in rows:
-        if p != source:
+        root = merged_into.get(p)
+        if root is None:
             continue
-        old = mine.get(k)
+        old = current.get((root, k))
         if old is None or wins(strategies.get(k, "latest"), v, _utc(at), old[0], old[1]):
-            merged.append({"person_id": target, "key": k, "value": v, "updated_at": _utc(at)})
-            if old is None or old[0] != v:
-                feed.append(
-                    {
-                        "kind": "trait_changed",
-                        "person_id": target,
-                        "event_id": derived_id("trait-merge", source, target, k),
-                        "occurred_at": _utc(at),
-                        "payload": {"key": k, "old": None if old is None else old[0], "new": v, "merged_from": source},
-                    }
-                )
-    conn.execute(delete(traits).where(traits.c.person_id == source))
-    upsert(conn, traits, merged, ["person_id", "key"], ["value", "updated_at"])
+            current[(root, k)] = (v, _utc(at))
+            winner[(root, k)] = p
+    changed = [key for key in winner if before.get(key, (None, None))[0] != current[key][0] or key not in before]
+    sources = list(merged_into)
+    for i in range(0, len(sources), 2000):
+        conn.execute(delete(traits).where(traits.c.person_id.in_(sources[i : i + 2000])))
+    upsert(
+        conn,
+        traits,
+        [{"person_id": r, "key": k, "value": current[(r, k)][0], "updated_at": current[(r, k)][1]} for r, k in winner],
+        ["person_id", "key"],
+        ["value", "updated_at"],
+    )
+    feed = [
+        {
+            "kind": "trait_changed",
+            "person_id": root,
+            "event_id": derived_id("trait-merge", winner[(root, k)], root, k),
+            "occurred_at": current[(root, k)][1],
+            "payload": {
+                "key": k,
+                "old": before[(root, k)][0] if (root, k) in before else None,
+                "new": current[(root, k)][0],
+                "merged_from": winner[(root, k)],
+            },
+        }
+        for root, k in changed
+    ]
     if feed:
         conn.execute(changes.insert(), feed)
