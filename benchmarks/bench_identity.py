@@ -42,8 +42,7 @@ SPAN_US = 90 * 86_400 * 1_000_000
 Key = tuple[str, str]
 
 
-def make_messages(n_persons: int, merge_share: float,
-                  seed: int) -> tuple[list[list[Key]], list[datetime], int]:
+def make_messages(n_persons: int, merge_share: float, seed: int) -> tuple[list[list[Key]], list[datetime], int]:
     """Messages (identity keys in siyu's priority order) and their times; plus the merge count."""
     rng = np.random.default_rng(seed)
     merging = np.zeros(n_persons, dtype=bool)
@@ -78,7 +77,9 @@ def rss_mib() -> float:
         return float("nan")
 
 
-def run_ours(messages: list[list[Key]], at: list[datetime], db: Path) -> dict[str, float | int]:
+def run_ours(
+    messages: list[list[Key]], at: list[datetime], db: Path, ops_url: str | None = None
+) -> dict[str, float | int]:
     from sqlalchemy import func, select
 
     from siyu.config import Settings
@@ -90,7 +91,7 @@ def run_ours(messages: list[list[Key]], at: list[datetime], db: Path) -> dict[st
 
     settings = Settings(home=db.parent)
     rules = IdentityRules(tuple(settings.identity_priority), dict(settings.identity_limits))
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(ops_url or f"sqlite:///{db}")
     upgrade(engine)
     rss0 = rss_mib()
     out: dict[str, float | int] = {}
@@ -108,8 +109,9 @@ def run_ours(messages: list[list[Key]], at: list[datetime], db: Path) -> dict[st
                 graph.load(conn, (k for keys in messages for k in keys))
             out["load"] = t[0]
             with timer() as t:
-                raw = [graph.resolve(keys, ts, f"msg-{i}")
-                       for i, (keys, ts) in enumerate(zip(messages, at, strict=True))]
+                raw = [
+                    graph.resolve(keys, ts, f"msg-{i}") for i, (keys, ts) in enumerate(zip(messages, at, strict=True))
+                ]
                 people = [graph.find(p) for p in raw]
             out["resolve"] = t[0]
             out["rss_graph"] = rss_mib() - rss0
@@ -132,11 +134,14 @@ def run_ours(messages: list[list[Key]], at: list[datetime], db: Path) -> dict[st
     out["refusals"] = len(graph.refusals)
     out["identities"] = len(graph.new_identities)
     with engine.connect() as c:
-        out["persons_stored"] = int(c.execute(
-            select(func.count()).select_from(persons).where(persons.c.merged_into.is_(None))).scalar_one())
-        out["merges_logged"] = int(c.execute(
-            select(func.count()).select_from(identity_merges).where(identity_merges.c.status == "applied")
-        ).scalar_one())
+        out["persons_stored"] = int(
+            c.execute(select(func.count()).select_from(persons).where(persons.c.merged_into.is_(None))).scalar_one()
+        )
+        out["merges_logged"] = int(
+            c.execute(
+                select(func.count()).select_from(identity_merges).where(identity_merges.c.status == "applied")
+            ).scalar_one()
+        )
     out["persons_graph"] = len(set(people))
     engine.dispose()
     return out
@@ -188,8 +193,9 @@ def run_baseline(messages: list[list[Key]], db: Path) -> dict[str, float | int]:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("CREATE TABLE persons (id INTEGER PRIMARY KEY)")
-            con.execute("CREATE TABLE identities (type TEXT, value TEXT, person_id INTEGER NOT NULL, "
-                        "PRIMARY KEY (type, value))")
+            con.execute(
+                "CREATE TABLE identities (type TEXT, value TEXT, person_id INTEGER NOT NULL, PRIMARY KEY (type, value))"
+            )
             con.execute("CREATE INDEX ix_identities_person ON identities (person_id, type)")
             with con:
                 con.executemany("INSERT INTO persons VALUES (?)", ((i,) for i in range(len(ids))))
@@ -209,18 +215,25 @@ def main() -> None:
     ap.add_argument("--merge-share", type=float, default=0.05, help="share of persons merged (default 0.05)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--skip-baseline", action="store_true")
-    ap.add_argument("--profile", action="store_true",
-                    help="cProfile the siyu run; print the top 15 by cumulative time")
+    ap.add_argument(
+        "--ops-url",
+        default=None,
+        help="ops store for siyu (default a fresh SQLite file); an EMPTY PostgreSQL database "
+        "e.g. postgresql+psycopg://postgres@127.0.0.1:55433/bench",
+    )
+    ap.add_argument("--profile", action="store_true", help="cProfile the siyu run; print the top 15 by cumulative time")
     args = ap.parse_args()
 
-    print_header(f"bench_identity: {args.persons:,} persons, 3 identities each, "
-                 f"{args.merge_share:.0%} merges")
+    print_header(f"bench_identity: {args.persons:,} persons, 3 identities each, {args.merge_share:.0%} merges")
     with timer() as t:
         messages, at, n_merge = make_messages(args.persons, args.merge_share, args.seed)
     n_ids = sum(len(m) for m in messages)
-    print(f"data: {len(messages):,} messages carrying {n_ids:,} identity occurrences "
-          f"({3 * args.persons:,} distinct identities); {n_merge:,} persons arrive split in two and are "
-          f"joined later; built in {t[0]:.1f} s\n", flush=True)
+    print(
+        f"data: {len(messages):,} messages carrying {n_ids:,} identity occurrences "
+        f"({3 * args.persons:,} distinct identities); {n_merge:,} persons arrive split in two and are "
+        f"joined later; built in {t[0]:.1f} s\n",
+        flush=True,
+    )
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="siyu-bench-identity-", dir=DATA_DIR))
@@ -229,7 +242,7 @@ def main() -> None:
         prof = cProfile.Profile() if args.profile else None
         if prof:
             prof.enable()
-        ours = run_ours(messages, at, work / "ops.sqlite")
+        ours = run_ours(messages, at, work / "ops.sqlite", args.ops_url)
         if prof:
             prof.disable()
         gc.collect()
@@ -244,19 +257,31 @@ def main() -> None:
     print()
     rows = [
         ["siyu: load (lookup of known identities)", fmt_s(ours["load"]), "", ""],
-        ["siyu: resolve (IdentityGraph.resolve + find)", fmt_s(ours["resolve"]),
-         f"{p / ours['resolve']:,.0f} persons/s", ""],
+        [
+            "siyu: resolve (IdentityGraph.resolve + find)",
+            fmt_s(ours["resolve"]),
+            f"{p / ours['resolve']:,.0f} persons/s",
+            "",
+        ],
         ["siyu: write_graph", fmt_s(ours["write"]), "", ""],
         ["siyu: commit", fmt_s(ours["commit"]), "", ""],
-        ["**siyu total**", fmt_s(ours["total"]), f"{p / ours['total']:,.0f} persons/s",
-         f"{ours['identities'] / ours['total']:,.0f} identities/s"],
+        [
+            "**siyu total**",
+            fmt_s(ours["total"]),
+            f"{p / ours['total']:,.0f} persons/s",
+            f"{ours['identities'] / ours['total']:,.0f} identities/s",
+        ],
     ]
     if base:
         rows += [
             ["baseline: union-find", fmt_s(base["resolve"]), f"{p / base['resolve']:,.0f} persons/s", ""],
             ["baseline: sqlite3 executemany", fmt_s(base["write"]), "", ""],
-            ["**baseline total**", fmt_s(base["total"]), f"{p / base['total']:,.0f} persons/s",
-             f"{base['identities'] / base['total']:,.0f} identities/s"],
+            [
+                "**baseline total**",
+                fmt_s(base["total"]),
+                f"{p / base['total']:,.0f} persons/s",
+                f"{base['identities'] / base['total']:,.0f} identities/s",
+            ],
         ]
     print(table(["phase", "time", "throughput", ""], rows))
     target = TARGET_SECONDS_PER_MILLION * p / 1_000_000
@@ -267,11 +292,15 @@ def main() -> None:
 
     checks = [
         ["persons expected", fmt_int(p)],
-        ["persons found: siyu graph / siyu store / baseline",
-         f"{ours['persons_graph']:,} / {ours['persons_stored']:,} / {bv('persons')}"],
+        [
+            "persons found: siyu graph / siyu store / baseline",
+            f"{ours['persons_graph']:,} / {ours['persons_stored']:,} / {bv('persons')}",
+        ],
         ["merges expected", fmt_int(n_merge)],
-        ["merges: siyu graph / siyu merge log / baseline",
-         f"{ours['merges']:,} / {ours['merges_logged']:,} / {bv('merges')}"],
+        [
+            "merges: siyu graph / siyu merge log / baseline",
+            f"{ours['merges']:,} / {ours['merges_logged']:,} / {bv('merges')}",
+        ],
         ["siyu refused merges", fmt_int(ours["refusals"])],
         ["identities: siyu / baseline", f"{ours['identities']:,} / {bv('identities')}"],
         ["siyu graph working set (RSS growth after resolve)", f"{ours['rss_graph']:,.0f} MiB"],
@@ -279,12 +308,16 @@ def main() -> None:
     if base:
         agree = ours["persons_stored"] == base["persons"] == ours["persons_graph"]
         checks.append(["siyu and baseline agree on persons", "yes" if agree else "NO"])
-        checks.append(["ratio resolve: siyu / union-find throughput",
-                       ratio(base["resolve"], ours["resolve"])])
+        checks.append(["ratio resolve: siyu / union-find throughput", ratio(base["resolve"], ours["resolve"])])
         checks.append(["ratio total: siyu / baseline throughput", ratio(base["total"], ours["total"])])
     checks.append(["target", f"1M persons ≤ 30 s, i.e. ≤ {target:,.1f} s for {p:,} persons (pro rata)"])
-    checks.append(["siyu total vs target", ("met" if ours["total"] <= target else "NOT met")
-                   + f" ({ours['total']:,.1f} s; {ours['total'] / target:.2f}× of the budget)"])
+    checks.append(
+        [
+            "siyu total vs target",
+            ("met" if ours["total"] <= target else "NOT met")
+            + f" ({ours['total']:,.1f} s; {ours['total'] / target:.2f}× of the budget)",
+        ]
+    )
     print()
     print(table(["check", "value"], checks))
     if prof:

@@ -306,10 +306,32 @@ class EventStore:
             self._insert(con, "orders", table)
 
     def add_aliases(self, con: duckdb.DuckDBPyConnection, pairs: Sequence[tuple[str, str]]) -> None:
-        """Record merges ``(alias_id → person_id)`` in order, keeping the alias table flat."""
-        for alias_id, person_id in pairs:
-            con.execute("UPDATE person_aliases SET person_id = ? WHERE person_id = ?", [person_id, alias_id])
-            con.execute("INSERT INTO person_aliases VALUES (?, ?)", [alias_id, person_id])
+        """Record merges ``(alias_id → person_id)``, given in order, keeping the alias table flat.
+
+        Chains within ``pairs`` (A→B, then B→C) are followed first, so every alias points at its
+        final survivor; two set-based statements then update old aliases and add the new ones.
+        """
+        if not pairs:
+            return
+        into = dict(pairs)
+
+        def root(person: str) -> str:
+            seen = set()
+            while person in into and person not in seen:
+                seen.add(person)
+                person = into[person]
+            return person
+
+        flat = pa.table({"alias_id": list(into), "person_id": [root(a) for a in into]})
+        con.register("_new_aliases", flat)
+        try:
+            con.execute(
+                "UPDATE person_aliases SET person_id = n.person_id FROM _new_aliases n "
+                "WHERE person_aliases.person_id = n.alias_id"
+            )
+            con.execute("INSERT INTO person_aliases SELECT alias_id, person_id FROM _new_aliases")
+        finally:
+            con.unregister("_new_aliases")
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         """A value from ``store_meta``."""

@@ -33,10 +33,11 @@ def upsert(
 def sqlite_value(value: Any) -> Any:
     """A value as SQLAlchemy's SQLite types store it (datetimes as UTC text), for raw statements."""
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            if value.utcoffset():
-                value = value.astimezone(UTC)
-            value = value.replace(tzinfo=None)
+        tz = value.tzinfo
+        if tz is not None and not tz.utcoffset(value):  # UTC (any tzinfo object): drop the "+00:00"
+            return value.isoformat(" ", "microseconds")[:26]
+        if tz is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(" ", "microseconds")  # same text as strftime("%Y-%m-%d %H:%M:%S.%f"), faster
     return value
 
@@ -58,10 +59,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
         return
     marks = ", ".join("?" for _ in columns)
     by_column = list(zip(*rows, strict=True))
-    texts: dict[datetime, str] = {}  # many rows share timestamps: format each once
     for i, name in enumerate(columns):
         if isinstance(table.c[name].type, DateTime):
-            by_column[i] = tuple(
-                None if v is None else (texts.get(v) or texts.setdefault(v, sqlite_value(v))) for v in by_column[i]
-            )
+            by_column[i] = tuple(map(sqlite_value, by_column[i]))
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(zip(*by_column, strict=True)))
