@@ -29,9 +29,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA secure_delete=ON")  # erased personal data is overwritten, not left in free pages
             cur.execute("PRAGMA busy_timeout=30000")
             # Identity keys arrive in random order; with SQLite's default 2 MB cache every index
-            # insert past a few hundred thousand rows goes to disk. 256 MB (an upper bound, not an
+            # insert past a few hundred thousand rows goes to disk. 1 GiB (an upper bound, not an
             # allocation) keeps the hot index pages in memory.
-            cur.execute("PRAGMA cache_size=-262144")
+            cur.execute("PRAGMA cache_size=-1048576")
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
 
