@@ -99,7 +99,6 @@ def _import(
     latest = now + timedelta(seconds=settings.max_future_seconds)
     screen = ingestor.validator.screen
     con = store.con  # temp tables live on the writer's connection, inside its write lock
-    con.execute("SET enable_progress_bar = false")
     timer = _Timer()
     src = f"read_parquet({_lit(str(path))}, file_row_number = true)"
     event_col = _q(by_role["event"])

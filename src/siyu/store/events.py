@@ -173,7 +173,7 @@ class EventStore:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(path), read_only=read_only)
+            self._connect(read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise EventStoreLocked(
@@ -181,7 +181,6 @@ class EventStore:
                     "stop it, or send the data through its HTTP API"
                 ) from exc
             raise
-        self.con.execute("SET TimeZone = 'UTC'")
         self.write_lock = threading.RLock()
         self._seen: SeenIndex | None = None
         self._pending: list[str] = []
@@ -199,6 +198,7 @@ class EventStore:
     def _connect(self, read_only: bool = False) -> None:
         self.con = duckdb.connect(str(self.path), read_only=read_only)
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar = false")  # library code: no output on stderr
 
     def compact(self) -> None:
         """Rewrite the file so that deleted rows leave no bytes behind (used after an erasure).
@@ -228,6 +228,7 @@ class EventStore:
         """A cursor for reading from another thread."""
         cur = self.con.cursor()
         cur.execute("SET TimeZone = 'UTC'")
+        cur.execute("SET enable_progress_bar = false")
         return cur
 
     # -- dedupe -------------------------------------------------------------------------------
