@@ -66,9 +66,11 @@ def widen_spans(conn: Connection, spans: Sequence[tuple[str, tuple[datetime, dat
         f"ELSE first_seen END, last_seen = CASE WHEN last_seen IS NULL OR last_seen < {mark} THEN {mark} "
         f"ELSE last_seen END WHERE id = {mark}"
     )
-    rows = [(a, a, b, b, pid) for pid, (a, b) in spans]
-    if conn.dialect.name != "postgresql":
-        rows = [tuple(sqlite_value(v) for v in row) for row in rows]
+    as_text = conn.dialect.name != "postgresql"  # raw SQLite statements take timestamps as text
+    rows = []
+    for pid, (first, last) in spans:
+        a, b = (sqlite_value(first), sqlite_value(last)) if as_text else (first, last)
+        rows.append((a, a, b, b, pid))
     conn.exec_driver_sql(sql, rows)
 
 

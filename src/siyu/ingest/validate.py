@@ -168,9 +168,8 @@ class Validator:
         if isinstance(model, Message) and model.previousId is not None:
             pairs.append(("anonymous_id", "previousId", model.previousId))
         if model.identities is not None:
-            for name, raw in model.identities:
-                pairs.append((name, f"identities.{name}", raw))
-        return pairs
+            pairs += [(name, f"identities.{name}", raw) for name, raw in model.identities if raw is not None]
+        return [p for p in pairs if p[2] is not None]
 
     def _parse(self, kind: type[Message] | type[Order], raw: Any, index: int, out: Checked) -> Any:
         if not isinstance(raw, dict):
