@@ -61,14 +61,6 @@ class Message(BaseModel):
         return self
 
 
-class Batch(BaseModel):
-    """Body of ``POST /v1/batch``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch: list[dict[str, Any]] = Field(description="Messages, validated one by one.")
-
-
 class OrderItem(BaseModel):
     """A line of an order."""
 
@@ -109,11 +101,3 @@ class Order(BaseModel):
         if self.status == "refunded" and self.refund_fen == 0:
             raise ValueError("a refunded order needs refund_fen")
         return self
-
-
-class Orders(BaseModel):
-    """Body of ``POST /v1/orders``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    orders: list[dict[str, Any]]

@@ -10,14 +10,6 @@ from sqlalchemy import Connection, DateTime, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def insert_or_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
-    """Insert ``rows``; rows whose ``keys`` already exist are left alone."""
-    if not rows:
-        return
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(insert(table).on_conflict_do_nothing(index_elements=list(keys)), list(rows))
-
-
 def upsert(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str], update: Sequence[str]
 ) -> None:
