@@ -211,3 +211,28 @@ def test_naive_parquet_timestamps_are_brand_local(tmp_path: Path, naive: bool) -
         import_file(rt.ingestor, file, "events")
         ts = rt.events.cursor().execute("SELECT ts FROM events WHERE event_id = 'a'").fetchone()[0]
     assert ts.astimezone(UTC) == datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+
+
+def test_orders_csv_unknown_column_is_named_in_the_rejects(tmp_path: Path) -> None:
+    f = tmp_path / "orders.csv"
+    f.write_text(
+        "order_id,status,paid_at,amount_fen,member_id,coupon_code\nO1,paid,2026-01-02T10:00:00+08:00,1990,M1,NEW10\n",
+        encoding="utf-8",
+    )
+    out = json.loads(cli(tmp_path / "home", "import", "orders", str(f), "--json"))
+    assert out == {"accepted": 0, "rejected": 1, "duplicates": 0}
+    reject = json.loads((tmp_path / "orders.csv.rejects.jsonl").read_text())
+    assert [e["field"] for e in reject["errors"]] == ["coupon_code"]
+
+
+def test_bulk_import_leaves_no_temporary_tables_behind(tmp_path: Path) -> None:
+    file = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"message_id": ["a", "b"], "event": ["view", "view"], "userId": ["u1", "u2"]}), file)
+    with Runtime.open(Settings(home=tmp_path / "h")) as rt:
+        for expected_accepted in (2, 0):  # the second run returns early: everything is a duplicate
+            assert import_file(rt.ingestor, file, "events").result.accepted == expected_accepted
+            leftovers = rt.events.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE temporary "
+                "UNION ALL SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
+            ).fetchall()
+            assert leftovers == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, tuple_
@@ -11,12 +11,9 @@ from sqlalchemy import Connection, delete, select, tuple_
 from siyu.ids import derived_id
 from siyu.store.ops.schema import changes, traits
 from siyu.store.ops.upsert import upsert
+from siyu.timeutil import as_utc
 
 TraitUpdate = tuple[str, str, Any, datetime, str]  # person_id, key, value, ts, message_id
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def wins(strategy: str, new: Any, new_at: datetime, old: Any, old_at: datetime) -> bool:
@@ -49,7 +46,7 @@ def apply_trait_updates(conn: Connection, updates: Iterable[TraitUpdate], strate
             )
         )
         for p, k, v, at in rows:
-            current[(p, k)] = (v, _utc(at))
+            current[(p, k)] = (v, as_utc(at))
     before = dict(current)
     last_message: dict[tuple[str, str], tuple[str, datetime]] = {}
     for person_id, key, value, at, message_id in pending:
@@ -105,7 +102,7 @@ def merge_traits(conn: Connection, merged_into: Mapping[str, str], strategies: M
                 traits.c.person_id.in_(everyone[i : i + 2000])
             )
         ).all()
-    before = {(p, k): (v, _utc(at)) for p, k, v, at in rows if p not in merged_into}
+    before = {(p, k): (v, as_utc(at)) for p, k, v, at in rows if p not in merged_into}
     current = dict(before)
     winner: dict[tuple[str, str], str] = {}
     for p, k, v, at in rows:
@@ -113,8 +110,8 @@ def merge_traits(conn: Connection, merged_into: Mapping[str, str], strategies: M
         if root is None:
             continue
         old = current.get((root, k))
-        if old is None or wins(strategies.get(k, "latest"), v, _utc(at), old[0], old[1]):
-            current[(root, k)] = (v, _utc(at))
+        if old is None or wins(strategies.get(k, "latest"), v, as_utc(at), old[0], old[1]):
+            current[(root, k)] = (v, as_utc(at))
             winner[(root, k)] = p
     changed = [key for key in winner if before.get(key, (None, None))[0] != current[key][0] or key not in before]
     sources = list(merged_into)

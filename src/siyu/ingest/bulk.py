@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
 from siyu.perf import gc_paused
 from siyu.store.feed import apply_changes
+from siyu.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +79,30 @@ def import_parquet_events(
     ingestor: Ingestor, path: Path, *, source: str, progress: Callable[[int], None] | None = None
 ) -> tuple[IngestResult, int, list[bytes]] | None:
     """Import a flat Parquet event file; returns (result, rejected, reject lines) or None."""
-    settings = ingestor.settings
-    roles = _plan(pq.read_schema(path))
-    if roles is None or settings.tracking_plan_mode == "strict":
+    schema = pq.read_schema(path)
+    roles = _plan(schema)
+    if roles is None or ingestor.settings.tracking_plan_mode == "strict":
         return None
-    ingestor.refresh_plan()
     with ingestor.events.write_lock, gc_paused():
-        return _import(ingestor, path, roles, source, progress)
+        con = ingestor.events.con
+        try:
+            return _import(ingestor, path, schema, roles, source, progress)
+        finally:
+            # Temp tables and registered views live on the writer's connection: never leave them.
+            for view in ("_phones", "_combos"):
+                con.unregister(view)
+            con.execute("DROP VIEW IF EXISTS _fresh")
+            con.execute("DROP TABLE IF EXISTS _drop")
+            con.execute("DROP TABLE IF EXISTS _chk")
 
 
 def _import(
-    ingestor: Ingestor, path: Path, roles: dict[str, str], source: str, progress: Callable[[int], None] | None
+    ingestor: Ingestor,
+    path: Path,
+    schema: pa.Schema,
+    roles: dict[str, str],
+    source: str,
+    progress: Callable[[int], None] | None,
 ) -> tuple[IngestResult, int, list[bytes]] | None:
     settings = ingestor.settings
     store = ingestor.events
@@ -102,9 +116,10 @@ def _import(
     timer = _Timer()
     src = f"read_parquet({_lit(str(path))}, file_row_number = true)"
     event_col = _q(by_role["event"])
-    names = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({event_col} AS VARCHAR) FROM {src}").fetchall()]
-    if any(n is not None and ingestor.plan.has(n) for n in names):
-        return None
+    if ingestor.plan.events():  # only then can an event of this file need the row path
+        names = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({event_col} AS VARCHAR) FROM {src}").fetchall()]
+        if any(n is not None and ingestor.plan.has(n) for n in names):
+            return None
 
     # 1. Phones are normalised in Python, once per distinct value.
     blocked = ", ".join(_lit(v) for v in sorted(screen.blocked)) or "NULL"
@@ -133,7 +148,7 @@ def _import(
     timer.lap("phones")
 
     # 2. One pass: clean, check, and shape every row.
-    ts_field = next((f for f in pq.read_schema(path) if f.name == by_role.get("timestamp")), None)
+    ts_field = next((f for f in schema if f.name == by_role.get("timestamp")), None)
     if ts_field is None:
         ts_expr = f"TIMESTAMPTZ '{now.isoformat()}'"
     elif ts_field.type.tz is None:
@@ -203,7 +218,6 @@ def _import(
                            CAST({event_col} AS VARCHAR) AS _event, {ts_expr} AS _ts{extra_cols}
                     FROM {src}) i
               LEFT JOIN _phones p ON p.raw = i._raw_phone)""")
-    con.unregister("_phones")
     timer.lap("read+check")
     rejected_rows = con.execute("SELECT _row, _errors FROM _chk WHERE len(_errors) > 0 ORDER BY _row").fetchall()
     rejects = [
@@ -214,8 +228,8 @@ def _import(
     ]
 
     # 3. Dedupe: keep the first row of each messageId, and none already stored.
-    stored = con.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
-    repeated = con.execute("SELECT count(*) - count(DISTINCT _mid) FROM _chk WHERE len(_errors) = 0").fetchone()[0]  # type: ignore[index]
+    stored = _scalar(con, "SELECT count(*) FROM events")
+    repeated = _scalar(con, "SELECT count(*) - count(DISTINCT _mid) FROM _chk WHERE len(_errors) = 0")
     con.execute("CREATE OR REPLACE TEMP TABLE _drop (_row BIGINT)")
     if repeated:
         con.execute("""INSERT INTO _drop SELECT _row FROM _chk WHERE len(_errors) = 0
@@ -226,14 +240,13 @@ def _import(
             AND _mid IN (SELECT event_id FROM events)""")
     con.execute("""CREATE OR REPLACE TEMP VIEW _fresh AS SELECT * FROM _chk
         WHERE len(_errors) = 0 AND _row NOT IN (SELECT _row FROM _drop)""")
-    fresh = con.execute("SELECT count(*) FROM _fresh").fetchone()[0]  # type: ignore[index]
-    valid = con.execute("SELECT count(*) FROM _chk WHERE len(_errors) = 0").fetchone()[0]  # type: ignore[index]
+    fresh = _scalar(con, "SELECT count(*) FROM _fresh")
+    valid = _scalar(con, "SELECT count(*) FROM _chk WHERE len(_errors) = 0")
     result = IngestResult(duplicates=int(valid - fresh))
     timer.lap("dedupe")
     if progress:
         progress(len(rejected_rows) + result.duplicates)
     if not fresh:
-        _cleanup(con)
         return result, len(rejected_rows), rejects
 
     # 4. Identity graph, once per distinct identity combination, in order of first appearance.
@@ -251,13 +264,11 @@ def _import(
                      min(_ts)::TIMESTAMP AS _first, max(_ts)::TIMESTAMP AS _last, {any_ids}
               FROM _fresh GROUP BY _combo)
         ORDER BY _first_row""").fetchall()
-    timer.lap("combos")
-    sightings = [
-        Sighting(
-            [(r, v) for r, v in zip(present, row[7:], strict=True) if v is not None], _utc(row[5]), _utc(row[6]), row[4]
-        )
-        for row in combos
-    ]
+    timer.lap("combos")  # DuckDB hands min/max back as naive UTC TIMESTAMPs (cheaper than TIMESTAMPTZ → pytz)
+    sightings = []
+    for row in combos:
+        keys = [(r, v) for r, v in zip(present, row[7:], strict=True) if v is not None]
+        sightings.append(Sighting(keys, as_utc(row[5]), as_utc(row[6]), row[4]))
     with ingestor.engine.begin() as conn:
         resolution = resolve_sightings(
             conn,
@@ -291,8 +302,6 @@ def _import(
             FROM _fresh f JOIN _combos c USING (_combo)""")
         apply_changes(ingestor.engine, store, tx)
     timer.lap("events insert")
-    con.unregister("_combos")
-    _cleanup(con)
     store.forget_seen_index()
     result.accepted = int(fresh)
     result.count(resolution)
@@ -301,10 +310,10 @@ def _import(
     return result, len(rejected_rows), rejects
 
 
-def _cleanup(con: Any) -> None:
-    con.execute("DROP VIEW IF EXISTS _fresh")
-    con.execute("DROP TABLE IF EXISTS _drop")
-    con.execute("DROP TABLE IF EXISTS _chk")
+def _scalar(con: Any, sql: str) -> int:
+    # fetchall, not fetchone: DuckDB keeps a half-read result open and refuses other work on
+    # the connection (such as unregistering a view) until it is finished.
+    return int(con.execute(sql).fetchall()[0][0])
 
 
 class _Timer:
@@ -317,8 +326,3 @@ class _Timer:
         now = time.perf_counter()
         log.info("bulk import %s: %.2fs", name, now - self.last)
         self.last = now
-
-
-def _utc(value: datetime) -> datetime:
-    # The combination query hands back naive UTC timestamps (cheaper than TIMESTAMPTZ → pytz).
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -177,9 +177,8 @@ def to_message(kind: Kind, record: Any, *, flat: bool) -> Any:
                 order[key] = int(order[key])
         if "items" in order:
             order["items"] = _json_field(order["items"])
-        unknown = set(rec) - _ORDER_FIELDS - set(IDENTITY_COLUMNS)
-        if unknown:
-            order["_unknown"] = sorted(unknown)  # rejected by the schema, naming the columns
+        # Unknown columns go through as they are, so the schema rejects each one by its name.
+        order.update({k: v for k, v in rec.items() if k not in _ORDER_FIELDS and k not in IDENTITY_COLUMNS})
         return order
     message: dict[str, Any]
     if not flat:

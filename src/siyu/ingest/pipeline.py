@@ -30,6 +30,7 @@ from siyu.perf import gc_paused
 from siyu.store.events import EVENTS_ARROW, ORDERS_ARROW, EventStore
 from siyu.store.feed import apply_changes
 from siyu.store.ops.schema import identities
+from siyu.timeutil import as_utc
 
 PAID_STATUSES = frozenset({"paid", "shipped", "completed", "refunded", "partially_refunded"})
 
@@ -60,6 +61,42 @@ class IngestResult:
         """Accumulate another result into this one."""
         for key, value in asdict(other).items():
             setattr(self, key, getattr(self, key) + value)
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """What matters about an order's latest version when the next one arrives."""
+
+    version: int
+    status: str
+    updated_at: datetime
+    content_hash: str
+    refund_fen: int
+    paid: bool  # ever paid: a paid order that is later refunded or cancelled stays "paid"
+
+    @classmethod
+    def stored(cls, row: dict[str, Any]) -> OrderState:
+        """From :meth:`EventStore.latest_orders`."""
+        return cls(
+            version=int(row["version"]),
+            status=row["status"],
+            updated_at=as_utc(row["updated_at"]),
+            content_hash=row["content_hash"],
+            refund_fen=int(row["refund_fen"]),
+            paid=row["status"] in PAID_STATUSES,
+        )
+
+    @classmethod
+    def after(cls, prev: OrderState | None, p: PreparedOrder) -> OrderState:
+        """The state once ``p`` is applied on top of ``prev``."""
+        return cls(
+            version=(prev.version if prev else 0) + 1,
+            status=p.order.status,
+            updated_at=p.updated_at,
+            content_hash=p.content_hash,
+            refund_fen=max(prev.refund_fen if prev else 0, p.order.refund_fen),
+            paid=(prev.paid if prev else False) or p.order.status in PAID_STATUSES,
+        )
 
 
 def _identities_json(keys: Sequence[Key]) -> str:
@@ -182,25 +219,23 @@ class Ingestor:
         with self.events.write_lock, gc_paused():
             for p in prepared:
                 p.content_hash = _order_hash(p)
-            latest = self.events.latest_orders(list({p.order.order_id for p in prepared}))
-            fresh: list[tuple[PreparedOrder, dict[str, Any] | None]] = []
+            latest: dict[str, OrderState] = {
+                order_id: OrderState.stored(row)
+                for order_id, row in self.events.latest_orders(list({p.order.order_id for p in prepared})).items()
+            }
+            # Each accepted update carries the state it follows, so versions, "already paid" and
+            # refund deltas chain correctly through several updates of one order in one batch.
+            fresh: list[tuple[PreparedOrder, OrderState | None]] = []
             for p in sorted(prepared, key=lambda x: x.updated_at):
                 prev = latest.get(p.order.order_id)
-                if prev is not None and prev["content_hash"] == p.content_hash:
+                if prev is not None and prev.content_hash == p.content_hash:
                     result.duplicates += 1
                     continue
-                if prev is not None and _utc(prev["updated_at"]) > p.updated_at:
+                if prev is not None and prev.updated_at > p.updated_at:
                     result.stale += 1
                     continue
                 fresh.append((p, prev))
-                latest[p.order.order_id] = {
-                    "version": (prev["version"] if prev else 0) + 1,
-                    "status": p.order.status,
-                    "updated_at": p.updated_at,
-                    "content_hash": p.content_hash,
-                    "refund_fen": p.order.refund_fen,
-                    "paid": p.order.status in PAID_STATUSES or bool(prev and prev.get("paid")),
-                }
+                latest[p.order.order_id] = OrderState.after(prev, p)
             if not fresh:
                 return result
             now = self.now()
@@ -222,14 +257,11 @@ class Ingestor:
 
     @staticmethod
     def _order_tables(
-        fresh: Sequence[tuple[PreparedOrder, dict[str, Any] | None]],
+        fresh: Sequence[tuple[PreparedOrder, OrderState | None]],
         people: Sequence[str],
         source: str,
         now: datetime,
     ) -> tuple[pa.Table, pa.Table]:
-        versions: dict[str, int] = {}
-        paid: dict[str, bool] = {}
-        refunded: dict[str, int] = {}
         order_rows: dict[str, list[Any]] = {name: [] for name in ORDERS_ARROW.names}
         event_rows: dict[str, list[Any]] = {name: [] for name in EVENTS_ARROW.names}
 
@@ -248,10 +280,9 @@ class Ingestor:
 
         for (p, prev), person in zip(fresh, people, strict=True):
             o = p.order
-            version = versions.get(o.order_id, prev["version"] if prev else 0) + 1
-            versions[o.order_id] = version
-            was_paid = paid.get(o.order_id, bool(prev and prev.get("status") in PAID_STATUSES))
-            old_refund = refunded.get(o.order_id, int(prev.get("refund_fen", 0)) if prev else 0)
+            version = prev.version + 1 if prev else 1
+            was_paid = prev.paid if prev else False
+            old_refund = prev.refund_fen if prev else 0
             items = [i.model_dump() for i in o.items]
             for name, value in (
                 ("order_id", o.order_id),
@@ -296,15 +327,9 @@ class Ingestor:
                     {**common, "refund_fen": o.refund_fen - old_refund, "total_refund_fen": o.refund_fen},
                     derived_id("order_refunded", o.order_id, str(o.refund_fen)),
                 )
-            if o.status == "cancelled" and prev is not None and prev.get("status") != "cancelled":
+            if o.status == "cancelled" and prev is not None and prev.status != "cancelled":
                 event("order_cancelled", p, person, p.updated_at, common, derived_id("order_cancelled", o.order_id))
-            paid[o.order_id] = was_paid or o.status in PAID_STATUSES
-            refunded[o.order_id] = max(old_refund, o.refund_fen)
         return pa.table(order_rows, schema=ORDERS_ARROW), pa.table(event_rows, schema=EVENTS_ARROW)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _order_hash(p: PreparedOrder) -> str:

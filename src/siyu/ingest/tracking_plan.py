@@ -79,6 +79,10 @@ class TrackingPlan:
         self._validators = {name: compile_schema(schema) for name, schema in rows}
         self._stamp = stamp
 
+    def events(self) -> frozenset[str]:
+        """Event names that have a schema (as of the last refresh)."""
+        return frozenset(self._validators)
+
     def has(self, event: str) -> bool:
         """Whether ``event`` has a schema."""
         return event in self._validators

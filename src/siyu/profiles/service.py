@@ -12,7 +12,6 @@ from sqlalchemy import Engine, Text, cast, delete, func, or_, select, update
 
 from siyu.config import IDENTITY_TYPES
 from siyu.identity.normalize import IdentityScreen, IdentityValueError
-from siyu.identity.persist import as_utc
 from siyu.store.events import EventStore
 from siyu.store.ops.schema import (
     changes,
@@ -25,6 +24,7 @@ from siyu.store.ops.schema import (
     staff_relations,
     traits,
 )
+from siyu.timeutil import as_utc
 
 
 class PersonNotFound(LookupError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, and_, select, update
 
 from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.ids import derived_id
@@ -20,6 +20,7 @@ from siyu.ingest.pipeline import Ingestor
 from siyu.store.feed import apply_changes
 from siyu.store.ops.schema import changes, group_members, groups, persons, staff, staff_relations
 from siyu.store.ops.upsert import upsert
+from siyu.timeutil import as_utc
 
 
 class RelationError(ValueError):
@@ -27,9 +28,7 @@ class RelationError(ValueError):
 
 
 def _utc(value: datetime | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime.now(UTC) if value is None else as_utc(value)
 
 
 def _change(conn: Connection, kind: str, person_id: str, at: datetime, payload: dict[str, Any], *key: str) -> None:
@@ -157,25 +156,17 @@ class RelationService:
             raise RelationError("by: must be customer or staff")
         when = _utc(at)
 
+        this = and_(
+            staff_relations.c.external_userid == external_userid, staff_relations.c.staff_userid == staff_userid
+        )
+
         def work(conn: Connection) -> None:
-            rel = conn.execute(
-                select(staff_relations).where(
-                    staff_relations.c.external_userid == external_userid,
-                    staff_relations.c.staff_userid == staff_userid,
-                )
-            ).first()
+            rel = conn.execute(select(staff_relations).where(this)).first()
             if rel is None:
                 raise RelationError(f"no relation between {external_userid!r} and {staff_userid!r}")
             if rel.deleted_at is not None:
                 return
-            conn.execute(
-                update(staff_relations)
-                .where(
-                    staff_relations.c.external_userid == external_userid,
-                    staff_relations.c.staff_userid == staff_userid,
-                )
-                .values(deleted_at=when, deleted_by=by)
-            )
+            conn.execute(update(staff_relations).where(this).values(deleted_at=when, deleted_by=by))
             payload = {"staff_userid": staff_userid, "external_userid": external_userid, "by": by}
             _change(conn, "relation_deleted", rel.person_id, when, payload, staff_userid, when.isoformat())
             owner = conn.execute(select(persons.c.owner_staff_id).where(persons.c.id == rel.person_id)).scalar()
@@ -240,21 +231,15 @@ class RelationService:
         """A customer left (or was removed from) a group."""
         when = _utc(at)
 
+        this = and_(group_members.c.chat_id == chat_id, group_members.c.member_id == external_userid)
+
         def work(conn: Connection) -> None:
-            row = conn.execute(
-                select(group_members.c.person_id, group_members.c.left_at).where(
-                    group_members.c.chat_id == chat_id, group_members.c.member_id == external_userid
-                )
-            ).first()
+            row = conn.execute(select(group_members.c.person_id, group_members.c.left_at).where(this)).first()
             if row is None:
                 raise RelationError(f"{external_userid!r} is not a member of {chat_id!r}")
             if row.left_at is not None:
                 return
-            conn.execute(
-                update(group_members)
-                .where(group_members.c.chat_id == chat_id, group_members.c.member_id == external_userid)
-                .values(left_at=when)
-            )
+            conn.execute(update(group_members).where(this).values(left_at=when))
             _change(conn, "group_left", row.person_id, when, {"chat_id": chat_id}, chat_id, when.isoformat())
 
         self._run(work)
