@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,22 @@ def _database_url(base: str, name: str) -> str:
     return make_url(base).set(database=name).render_as_string(hide_password=False)
 
 
+@contextmanager
+def _temporary_database(base: str, name: str, template: str | None = None) -> Iterator[str]:
+    """Create database ``name`` (optionally from ``template``), yield its URL, drop it after."""
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+        yield _database_url(base, name)
+    finally:
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[tuple[str, str]]:
     """(base URL, name of a migrated template database), one per xdist worker.
@@ -61,37 +78,18 @@ def pg_template() -> Iterator[tuple[str, str]]:
     """
     base = _pg_base_url()
     name = f"siyu_tpl_{secrets.token_hex(6)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        engine = make_engine(_database_url(base, name))
+    with _temporary_database(base, name) as url:
+        engine = make_engine(url)
         try:
             upgrade(engine)
         finally:
             engine.dispose()
         yield base, name
-    finally:
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
 
 
 def _fresh_pg_database(base: str, template: str) -> Iterator[str]:
-    name = f"siyu_test_{secrets.token_hex(8)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        yield _database_url(base, name)
-    finally:
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
+    with _temporary_database(base, f"siyu_test_{secrets.token_hex(8)}", template) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
