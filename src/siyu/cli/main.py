@@ -131,6 +131,81 @@ def demo(
             uvicorn.run(create_app(rt.settings, rt), host=rt.settings.host, port=p, log_level="warning")
 
 
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    brand: Annotated[str, typer.Option(help="母婴 | 美妆 | 生鲜 | 家装 (or mb, bt, fr, hd).")] = "母婴",
+    customers: Annotated[int, typer.Option(help="Customers to simulate (1,000 to 10,000,000).")] = 50_000,
+    months: Annotated[int, typer.Option(help="Months of history, ending at --end.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 1,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the data files and the truth.")] = Path("sim"),
+    end: Annotated[str | None, typer.Option(help="Last day (exclusive), YYYY-MM-DD; default today.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="parquet | jsonl")] = "parquet",
+    load: Annotated[bool, typer.Option("--load", help="Then import it into SIYU_HOME.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Simulate a brand's private domain, with its ground truth in OUT/truth/."""
+    from datetime import date
+
+    from siyu.simulate.brands import brand_named
+    from siyu.simulate.run import simulate as run_simulation
+
+    settings: Settings = ctx.obj
+    try:
+        chosen = brand_named(brand)
+        last = date.fromisoformat(end) if end else None
+    except ValueError as exc:
+        fail(str(exc))
+    if fmt not in ("parquet", "jsonl"):
+        fail(f"unknown format {fmt!r}: use parquet or jsonl")
+    if not 1_000 <= customers <= 10_000_000:
+        fail(f"--customers must be between 1,000 and 10,000,000, not {customers:,}")
+    with _bar(as_json) as bar:
+        task = bar.add_task(f"simulate {chosen.name}", total=customers)
+        try:
+            summary = run_simulation(
+                chosen, customers=customers, months=months, seed=seed, out=out_dir, end=last,
+                time_zone=settings.timezone, fmt=fmt,  # type: ignore[arg-type]
+                progress=lambda n: bar.advance(task, n),
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    result: dict[str, Any] = summary.as_dict()
+    if load:
+        result["loaded"] = _load_simulation(ctx, out_dir, as_json)
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(
+            f"{chosen.name}: {summary.customers:,} customers, {summary.events:,} events, "
+            f"{summary.orders:,} order rows, {summary.start} – {summary.end} → {out_dir} (truth in {out_dir / 'truth'})"
+        )
+
+
+def _load_simulation(ctx: typer.Context, folder: Path, quiet: bool) -> dict[str, Any]:
+    from siyu.simulate.load import SimulationFolderError, load_simulation, total_rows
+
+    try:
+        rows = total_rows(folder)
+    except SimulationFolderError as exc:
+        fail(str(exc))
+    with opened(ctx) as rt, _bar(quiet) as bar:
+        task = bar.add_task("import", total=rows)
+        report = load_simulation(rt, folder, progress=lambda n: bar.advance(task, n))
+    return report.as_dict()
+
+
+def _bar(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet or not err.is_terminal,
+    )
+
+
 def emit_stats(data: dict[str, int]) -> None:
     """Print counts as a table."""
     table = Table("", "count")
