@@ -164,8 +164,14 @@ def simulate(
         task = bar.add_task(f"simulate {chosen.name}", total=customers)
         try:
             summary = run_simulation(
-                chosen, customers=customers, months=months, seed=seed, out=out_dir, end=last,
-                time_zone=settings.timezone, fmt=fmt,  # type: ignore[arg-type]
+                chosen,
+                customers=customers,
+                months=months,
+                seed=seed,
+                out=out_dir,
+                end=last,
+                time_zone=settings.timezone,
+                fmt=fmt,  # type: ignore[arg-type]
                 progress=lambda n: bar.advance(task, n),
             )
         except ValueError as exc:

@@ -170,7 +170,9 @@ def _purchases(rng: np.random.Generator, world: World, idx: np.ndarray) -> tuple
     owners, times, numbers = [who], [t], [np.zeros(len(who), dtype=np.int64)]
     u = np.interp(t, world.grid, world.cum_order)
     lam, p = pop.lam[who], pop.p_drop[who]
-    alive = rng.random(len(who)) >= p  # drop-out may follow any purchase, the first included
+    # BG/NBD: everyone is alive after the first (trial) purchase; drop-out may follow each repeat.
+    # Abusers take their coupon and never come back.
+    alive = ~pop.abuser[who]
     k = 0
     end_u = world.cum_order[-1]
     while alive.any():
@@ -321,7 +323,7 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     rows.add(
         "coupon_redeemed",
         buyer_no[redeem],
-        paid[redeem] - 1e-5,
+        paid[redeem],  # with the order (registration always comes before it)
         coupon_id=coupon_ids[o_local[redeem]],
         coupon_type=np.full(int(redeem.sum()), "新人券", dtype=object),
         order_id=order_ids[redeem],

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 
 from siyu.store.events import EventStore
 from siyu.store.ops.schema import identities, identity_merges, traits
+from siyu.timeutil import as_utc
 
 # Row hashes are summed modulo 2⁶⁴ (as HUGEINT, then truncated): order-independent, and unlike XOR
 # two equal rows do not cancel out.
@@ -64,7 +65,7 @@ def store_fingerprint(engine: Engine, events: EventStore) -> dict[str, str]:
             "person_id": pa.array([r[0] for r in trait_rows], pa.string()),
             "key": pa.array([r[1] for r in trait_rows], pa.string()),
             "value": pa.array([repr(r[2]) for r in trait_rows], pa.string()),
-            "updated_at": pa.array([str(r[3]) for r in trait_rows], pa.string()),
+            "updated_at": pa.array([as_utc(r[3]).isoformat() for r in trait_rows], pa.string()),
         }
     )
     merge_table = pa.table(
