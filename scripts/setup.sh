@@ -17,3 +17,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# The console's chart library comes from the npm registry (web/package-lock.json), never from the repo.
+if [ ! -f web/node_modules/echarts/dist/echarts.min.js ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+  if command -v npm >/dev/null 2>&1; then
+    npm ci --prefix web --no-audit --no-fund --loglevel=error >/dev/null
+  else
+    echo "npm not found: the console will show its numbers without charts (install Node.js + npm, rerun)" >&2
+  fi
+fi

@@ -39,11 +39,11 @@ def test_init_demo_stats_on_clean_home(tmp_path: Path) -> None:
     home = tmp_path / "fresh"
     assert run(home, "init").returncode == 0
     assert (home / "ops.sqlite").exists() and (home / "events.duckdb").exists()
-    loaded = run(home, "demo", "--no-serve")
+    loaded = run(home, "demo", "--no-serve", "--customers", "1500", "--months", "3")
     assert loaded.returncode == 0, loaded.stderr
     stats = json.loads(run(home, "stats", "--json").stdout)
     assert stats["persons"] > 100 and stats["events"] > stats["persons"] and stats["orders"] > 0
-    again = run(home, "demo", "--no-serve")  # a second demo does not load twice
+    again = run(home, "demo", "--no-serve", "--customers", "1500")  # a second demo does not load twice
     assert again.returncode == 0
     assert json.loads(run(home, "stats", "--json").stdout) == stats
 

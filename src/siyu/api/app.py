@@ -7,14 +7,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
 
 from siyu import __version__
-from siyu.api import admin, ingest, persons
-from siyu.api.deps import ApiError, RuntimeDep, api_error_handler, validation_error_handler
+from siyu.api import admin, ingest, overview, persons
+from siyu.api.deps import ApiError, api_error_handler, validation_error_handler
 from siyu.config import Settings
-from siyu.profiles.service import stats
 from siyu.runtime import Runtime
+from siyu.web import console
 
 DESCRIPTION = (
     "私域 siyu — ingestion, identity and profiles. Authenticate with `Authorization: Bearer <key>` "
@@ -43,28 +42,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(persons.router)
     app.include_router(admin.router)
+    app.include_router(overview.router)
+    app.include_router(console.router)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, str]:
         """Liveness check."""
         return {"status": "ok", "version": __version__}
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home(runtime: RuntimeDep) -> str:
-        s = stats(runtime.engine, runtime.events)
-        labels = {
-            "persons": "客户 persons",
-            "identities": "身份 identities",
-            "events": "事件 events",
-            "orders": "订单 orders",
-        }
-        cells = "".join(f"<div class=card><b>{s[k]:,}</b><span>{label}</span></div>" for k, label in labels.items())
-        return (
-            "<!doctype html><html lang=zh-CN><meta charset=utf-8><title>siyu 私域 · 概览</title>"
-            "<style>body{font-family:sans-serif;margin:2rem}.card{display:inline-block;padding:1rem 2rem;"
-            "margin:.5rem;border:1px solid #ddd;border-radius:8px}.card b{display:block;font-size:2rem}</style>"
-            f"<h1>私域 siyu · 概览</h1>{cells}<p><a href=/docs>API 文档 (OpenAPI)</a></p></html>"
-        )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -104,22 +104,39 @@ def demo(
     ctx: typer.Context,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve after loading.")] = True,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    brand: Annotated[str, typer.Option(help="Brand to simulate: 母婴 | 美妆 | 生鲜 | 家装.")] = "母婴",
+    customers: Annotated[int, typer.Option(help="Customers to simulate.")] = 50_000,
+    months: Annotated[int, typer.Option(help="Months of history, ending today.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
 ) -> None:
-    """Load a sample brand into an empty SIYU_HOME, then serve it."""
-    from siyu.demo.sample import load_sample
+    """Simulate a brand into an empty SIYU_HOME (once), then serve the console and API."""
     from siyu.profiles.service import stats
 
+    settings: Settings = ctx.obj
     with opened(ctx) as rt:
-        if stats(rt.engine, rt.events)["events"] == 0:
-            with out.status("loading the sample brand…"):
-                result = load_sample(rt.ingestor)
-            out.print(f"sample loaded: {result.accepted} messages and orders")
+        empty = stats(rt.engine, rt.events)["events"] == 0
+    if empty:
+        folder = settings.home / "simulation"
+        simulate(
+            ctx,
+            brand=brand,
+            customers=customers,
+            months=months,
+            seed=seed,
+            out_dir=folder,
+            end=None,
+            fmt="parquet",
+            load=True,
+            as_json=False,
+        )
+    with opened(ctx) as rt:
         key_file = rt.settings.home / "demo-admin-key.txt"
         if not key_file.exists():
             from siyu.api.keys import create_key
 
             key_file.write_text(create_key(rt.engine, kind="admin", name="demo").key + "\n")
-        out.print(f"admin key for the demo API: {key_file.read_text().strip()}  (kept in {key_file})")
+        key = key_file.read_text().strip()
+        out.print(f"admin key for the demo API: {key}  (kept in {key_file})")
         emit_stats(stats(rt.engine, rt.events))
         if serve_after:
             import uvicorn
@@ -127,7 +144,9 @@ def demo(
             from siyu.api.app import create_app
 
             p = port or rt.settings.port
-            out.print(f"[bold]siyu demo[/bold] on http://{rt.settings.host}:{p}  — Ctrl+C to stop")
+            out.print(
+                f"[bold]siyu demo[/bold] 控制台 console: http://{rt.settings.host}:{p}/#key={key}  — Ctrl+C to stop"
+            )
             uvicorn.run(create_app(rt.settings, rt), host=rt.settings.host, port=p, log_level="warning")
 
 

@@ -1,0 +1,1 @@
+"""Analytics over the event store: overview, and (later) funnels, retention, lifecycle, RFM, CLV."""

@@ -1,1 +1,0 @@
-"""The built-in sample brand used by ``siyu demo`` until the simulator lands."""
