@@ -7,6 +7,7 @@ on how many other blocks there are or in what order they run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from siyu.simulate.brands import Brand, Product
+from siyu.simulate.brands import Brand
 from siyu.simulate.calendar import HOUR_WEIGHTS, Calendar
 from siyu.simulate.population import Population, Staff
 
@@ -28,7 +29,33 @@ ABUSER_REFUND_RATE = 0.4
 REVIEW_RATE = 0.06
 SUPER_REVIEW_RATE = 0.6
 CONTENT_TYPES = ("图文", "视频", "直播回放", "海报")
-WECOM_EVENTS = {"add_contact", "delete_contact", "group_joined", "group_left", "group_message", "view_content"}
+WECOM_EVENTS = {
+    "add_contact",
+    "delete_contact",
+    "group_joined",
+    "group_left",
+    "group_message",
+    "view_content",
+    "referral_converted",
+}
+EVENT_NAMES = (
+    "add_contact",
+    "delete_contact",
+    "referral_converted",
+    "group_joined",
+    "group_left",
+    "group_message",
+    *BROWSE_RATES,
+    "check_in",
+    "coupon_received",
+    "coupon_redeemed",
+    "review_posted",
+)
+#: Integer codes a block fills in, besides the integer properties themselves.
+CODES = ("staff", "state", "channel", "inviter", "invitee", "chat", "product", "content", "coupon", "order")
+ORDER_SLOTS = 4096  # order code = customer number × ORDER_SLOTS + purchase number
+STATE_SLOTS = 100  # channel-code state code = channel × STATE_SLOTS + code number
+CONTENT_ITEMS = 400
 
 STRING_PROPS = (
     "staff_userid",
@@ -103,6 +130,11 @@ class World:
         order = order / order.mean()
         self.cum_order = np.concatenate([[0.0], np.cumsum(order)])
 
+    def numbered(self, prefix: str, numbers: np.ndarray) -> pa.Array:
+        """Identifiers of other numbered things (groups, content): ``wrmb1-000042``."""
+        text = pc.utf8_lpad(pa.array(numbers, pa.int64()).cast(pa.string()), 6, "0")
+        return pc.binary_join_element_wise(f"{prefix}{self.brand.key}{self.seed}-", text, "")
+
     def customer_ids(self, prefix: str, numbers: np.ndarray) -> pa.Array:
         """Deterministic identifier strings such as ``wm…`` / ``M…`` for customer numbers."""
         text = pc.utf8_lpad(pa.array(numbers, pa.int64()).cast(pa.string()), 9, "0")
@@ -119,14 +151,18 @@ class Block:
 
 
 class _Rows:
-    """Column buffers for a block's events, filled one event kind at a time."""
+    """Events of one block as integer columns, filled one event kind at a time.
+
+    Properties are integer codes (−1 = absent) that :func:`_event_table` turns into strings only
+    after sorting: sorting and gathering integers is far cheaper than moving Python strings.
+    """
 
     def __init__(self) -> None:
         self.parts: list[dict[str, Any]] = []
 
-    def add(self, event: str, owner: np.ndarray, t: np.ndarray, **props: Any) -> None:
+    def add(self, event: str, owner: np.ndarray, t: np.ndarray, **codes: Any) -> None:
         if len(owner):
-            self.parts.append({"event": event, "owner": owner, "t": t, **props})
+            self.parts.append({"event": EVENT_NAMES.index(event), "owner": owner, "t": t, **codes})
 
 
 def _retime(rng: np.random.Generator, t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -177,6 +213,8 @@ def _purchases(rng: np.random.Generator, world: World, idx: np.ndarray) -> tuple
     end_u = world.cum_order[-1]
     while alive.any():
         k += 1
+        if k >= ORDER_SLOTS:
+            raise ValueError(f"more than {ORDER_SLOTS} purchases by one customer: shorten the period")
         sel = np.flatnonzero(alive)
         u[sel] = u[sel] + rng.exponential(1.0 / lam[sel])
         inside = u[sel] < end_u
@@ -224,51 +262,40 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     acq = pop.acquired[idx]
     churn = pop.churn[idx]
     gone = np.minimum(churn, days)
-    staff_ids = np.array(world.staff.userids, dtype=object)
-    channel_keys = np.array([c.key for c in brand.channels], dtype=object)
-    channel_names = np.array([c.name for c in brand.channels], dtype=object)
 
     # WeCom: the add (through a channel code), the referral credit, the delete.
-    state = channel_keys[pop.channel[idx]] + "-" + pop.code[idx].astype(str)
     inv = pop.inviter[idx]
     rows.add(
         "add_contact",
         idx,
         acq,
-        staff_userid=staff_ids[pop.staff[idx]],
-        state=state,
-        channel=channel_names[pop.channel[idx]],
-        inviter_no=inv,
+        staff=pop.staff[idx],
+        state=pop.channel[idx] * STATE_SLOTS + pop.code[idx],
+        channel=pop.channel[idx],
+        inviter=inv,
     )
     referred = inv >= 0
-    rows.add("referral_converted", inv[referred], acq[referred] + 1e-5, invitee_no=idx[referred], wecom=True)
+    rows.add("referral_converted", inv[referred], acq[referred] + 1e-5, invitee=idx[referred])
     deleted = np.isfinite(churn)
-    rows.add("delete_contact", idx[deleted], churn[deleted], staff_userid=staff_ids[pop.staff[idx[deleted]]])
+    rows.add("delete_contact", idx[deleted], churn[deleted], staff=pop.staff[idx[deleted]])
 
     # Groups: join, chat (heavy-tailed), leave.
     gj, gl, grp = pop.group_join[idx], pop.group_leave[idx], pop.group[idx]
     member = np.isfinite(gj)
-    chat = np.array([f"wr{brand.key}{world.seed}g{g:06d}" for g in grp[member]], dtype=object)
-    rows.add("group_joined", idx[member], gj[member], chat_id=chat)
+    rows.add("group_joined", idx[member], gj[member], chat=grp[member])
     left = member & np.isfinite(gl)
-    rows.add("group_left", idx[left], gl[left], chat_id=chat[np.isfinite(gl[member])])
+    rows.add("group_left", idx[left], gl[left], chat=grp[left])
     owner, t = poisson_times(rng, world, gj[member], np.minimum(gl[member], days), pop.chattiness[idx[member]])
-    rows.add("group_message", idx[member][owner], t, chat_id=chat[owner])
+    rows.add("group_message", idx[member][owner], t, chat=grp[member][owner])
 
     # Browsing while engaged: it fades a month after a buyer drops out; stops at the delete.
     active_end = np.minimum(gone, acq + rng.exponential(240.0, len(idx)))
     for name, rate in BROWSE_RATES.items():
         owner, t = poisson_times(rng, world, acq, active_end, rate * pop.activity[idx])
-        props: dict[str, Any] = {}
         if name == "view_content":
-            content = rng.integers(0, 400, len(owner))
-            props = {
-                "content_id": np.array([f"c{brand.key}{c:04d}" for c in content], dtype=object),
-                "content_type": np.array(CONTENT_TYPES, dtype=object)[content % len(CONTENT_TYPES)],
-            }
+            rows.add(name, idx[owner], t, content=rng.integers(0, CONTENT_ITEMS, len(owner)))
         else:
-            props = {"product_no": rng.integers(0, len(brand.products), len(owner))}
-        rows.add(name, idx[owner], t, **props)
+            rows.add(name, idx[owner], t, product=rng.integers(0, len(brand.products), len(owner)))
 
     # Check-in streaks.
     owner, t = poisson_times(rng, world, acq, gone, pop.checkin_rate[idx])
@@ -281,16 +308,14 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
 
     # 新人券 for everyone outside the holdout, at the add.
     got = ~pop.holdout[idx]
-    coupon_t = acq + 0.002
-    coupon_ids = world.customer_ids("NEW-", idx).to_numpy(zero_copy_only=False)
+    n_got = int(got.sum())
     rows.add(
         "coupon_received",
         idx[got],
-        coupon_t[got],
-        coupon_id=coupon_ids[got],
-        coupon_type=np.full(int(got.sum()), "新人券", dtype=object),
-        value_fen=np.full(int(got.sum()), NEW_COUPON_VALUE_FEN),
-        threshold_fen=np.full(int(got.sum()), NEW_COUPON_THRESHOLD_FEN),
+        acq[got] + 0.002,
+        coupon=idx[got],
+        value_fen=np.full(n_got, NEW_COUPON_VALUE_FEN),
+        threshold_fen=np.full(n_got, NEW_COUPON_THRESHOLD_FEN),
     )
 
     # Orders: BG/NBD times, Gamma-Gamma amounts, the funnel before them, reviews after.
@@ -302,154 +327,137 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     first = number == 0
     redeem = first & got[o_local] & (paid - acq[o_local] <= NEW_COUPON_DAYS) & (amount >= NEW_COUPON_THRESHOLD_FEN)
     baby_now = pop.baby_months[buyer_no] + (paid - pop.acquired[buyer_no]) / 30.4
-    products = [p for p in brand.products if p.price_fen > 0]
-    pick = _choose_products(rng, brand, amount.astype(np.float64), baby_now)
-    price = np.array([p.price_fen for p in products], dtype=np.int64)[pick]
+    sellable = [i for i, p in enumerate(brand.products) if p.price_fen > 0]
+    product = np.array(sellable)[_choose_products(rng, brand, amount.astype(np.float64), baby_now)]
+    price = np.array([p.price_fen for p in brand.products], dtype=np.int64)[product]
     # The basket: as many of the chosen product as the amount buys, topped up with the cheapest
     # product; what the basket costs over the amount paid is the discount (the coupon included).
     target = amount + np.where(redeem, NEW_COUPON_VALUE_FEN, 0)
     quantity = np.maximum(1, target // price)
-    cheapest = min(products, key=lambda p: p.price_fen)
-    extra = np.maximum(0, -(-(target - quantity * price) // cheapest.price_fen))
-    discount = quantity * price + extra * cheapest.price_fen - amount
-    order_ids = pc.binary_join_element_wise(
-        world.customer_ids("O", buyer_no), pa.array(number).cast(pa.string()), "-"
-    ).to_numpy(zero_copy_only=False)
+    cheapest = min(sellable, key=lambda i: brand.products[i].price_fen)
+    extra = np.maximum(0, -(-(target - quantity * price) // brand.products[cheapest].price_fen))
+    discount = quantity * price + extra * brand.products[cheapest].price_fen - amount
+    order_code = buyer_no * ORDER_SLOTS + number
     refund = rng.random(len(amount)) < np.where(abuse, ABUSER_REFUND_RATE, REFUND_RATE)
     refund_at = np.minimum(paid + rng.uniform(0.5, 7.0, len(paid)), days - 1e-3)
     refund &= refund_at > paid
-    sku = np.array([p.sku for p in products], dtype=object)[pick]
-    cat = np.array([p.category for p in products], dtype=object)[pick]
+    n_red = int(redeem.sum())
     rows.add(
         "coupon_redeemed",
         buyer_no[redeem],
         paid[redeem],  # with the order (registration always comes before it)
-        coupon_id=coupon_ids[o_local[redeem]],
-        coupon_type=np.full(int(redeem.sum()), "新人券", dtype=object),
-        order_id=order_ids[redeem],
-        value_fen=np.full(int(redeem.sum()), NEW_COUPON_VALUE_FEN),
+        coupon=buyer_no[redeem],
+        order=order_code[redeem],
+        value_fen=np.full(n_red, NEW_COUPON_VALUE_FEN),
     )
     view = rng.random(len(paid)) < 0.8
     rows.add(
-        "view_product",
-        buyer_no[view],
-        paid[view] - rng.uniform(0.01, 2.0, int(view.sum())),
-        sku=sku[view],
-        category=cat[view],
-        price_fen=price[view],
+        "view_product", buyer_no[view], paid[view] - rng.uniform(0.01, 2.0, int(view.sum())), product=product[view]
     )
     cart = rng.random(len(paid)) < 0.6
     rows.add(
-        "add_to_cart",
-        buyer_no[cart],
-        paid[cart] - rng.uniform(0.002, 0.25, int(cart.sum())),
-        sku=sku[cart],
-        category=cat[cart],
-        price_fen=price[cart],
+        "add_to_cart", buyer_no[cart], paid[cart] - rng.uniform(0.002, 0.25, int(cart.sum())), product=product[cart]
     )
     review = rng.random(len(paid)) < np.where(pop.super_user[buyer_no], SUPER_REVIEW_RATE, REVIEW_RATE)
     rows.add(
         "review_posted",
         buyer_no[review],
         np.minimum(paid[review] + rng.uniform(1, 5, int(review.sum())), days - 1e-3),
-        sku=sku[review],
-        order_id=order_ids[review],
+        product=product[review],
+        order=order_code[review],
     )
 
-    events = _event_table(world, rng, block, rows)
+    events = _event_table(world, block, rows)
     orders = _order_table(
-        world,
-        buyer_no,
-        paid,
-        amount,
-        discount,
-        (sku, cat, quantity, price),
-        (cheapest, extra),
-        order_ids,
-        refund,
-        refund_at,
+        world, buyer_no, paid, amount, discount, (product, quantity), (cheapest, extra), order_code, refund, refund_at
     )
     counts = np.bincount(o_local, minlength=len(idx))
     truth = {"orders": counts, "redeemed_new_coupon": np.bincount(o_local[redeem], minlength=len(idx)) > 0}
     return Block(events, orders, truth)
 
 
-def _event_table(world: World, rng: np.random.Generator, block: int, rows: _Rows) -> pa.Table:
-    """Concatenate the event kinds, resolve identities and properties, sort by time."""
+def _sparse(codes: np.ndarray, render: Callable[[np.ndarray], pa.Array]) -> pa.Array:
+    """Strings for the present codes (≥ 0), nulls elsewhere; ``render`` sees only present codes."""
+    present = codes >= 0
+    if not present.any():
+        return pa.nulls(len(codes), pa.string())
+    rendered = render(codes[present])
+    position = np.cumsum(present) - 1
+    return pc.take(rendered, pa.array(position, mask=~present))
+
+
+def _lookup(values: list[str]) -> Callable[[np.ndarray], pa.Array]:
+    table = pa.array(values, pa.string())
+    return lambda codes: pc.take(table, pa.array(codes))
+
+
+def order_ids(world: World, codes: np.ndarray) -> pa.Array:
+    """Order ids ``O…-k`` from order codes (customer number × ORDER_SLOTS + purchase number)."""
+    customer, number = np.divmod(codes, ORDER_SLOTS)
+    return pc.binary_join_element_wise(world.customer_ids("O", customer), pa.array(number).cast(pa.string()), "-")
+
+
+def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
+    """Concatenate the event kinds, sort by time, then turn codes into identities and properties."""
     brand, pop = world.brand, world.pop
     n = sum(len(p["owner"]) for p in rows.parts)
     owner = np.empty(n, dtype=np.int64)
     t = np.empty(n)
-    name = np.empty(n, dtype=object)
-    wecom = np.zeros(n, dtype=bool)
-    cols: dict[str, np.ndarray] = {c: np.full(n, None, dtype=object) for c in STRING_PROPS}
-    ints: dict[str, np.ndarray] = {c: np.full(n, -1, dtype=np.int64) for c in INT_PROPS}
-    product_no = np.full(n, -1, dtype=np.int64)
-    inviter_no = np.full(n, -1, dtype=np.int64)
-    invitee_no = np.full(n, -1, dtype=np.int64)
+    name = np.empty(n, dtype=np.int64)
+    codes = {c: np.full(n, -1, dtype=np.int64) for c in (*CODES, *INT_PROPS)}
     at = 0
     for part in rows.parts:
-        o = part["owner"]
-        k = len(o)
+        k = len(part["owner"])
         sl = slice(at, at + k)
-        owner[sl], t[sl], name[sl] = o, part["t"], part["event"]
-        wecom[sl] = part["event"] in WECOM_EVENTS or bool(part.get("wecom", False))
-        for key, value in part.items():
-            if key in cols:
-                cols[key][sl] = value
-            elif key in ints:
-                ints[key][sl] = value
-            elif key == "product_no":
-                product_no[sl] = value
-            elif key == "inviter_no":
-                inviter_no[sl] = value
-            elif key == "invitee_no":
-                invitee_no[sl] = value
+        owner[sl], t[sl], name[sl] = part["owner"], part["t"], part["event"]
+        for key in codes:
+            if key in part:
+                codes[key][sl] = part[key]
         at += k
     order = np.lexsort((owner, t))
-    owner, t, name, wecom = owner[order], t[order], name[order], wecom[order]
-    cols = {k: v[order] for k, v in cols.items()}
-    ints = {k: v[order] for k, v in ints.items()}
-    product_no, inviter_no, invitee_no = product_no[order], inviter_no[order], invitee_no[order]
-
-    has_product = product_no >= 0
-    products = brand.products
-    cols["sku"][has_product] = np.array([p.sku for p in products], dtype=object)[product_no[has_product]]
-    cols["category"][has_product] = np.array([p.category for p in products], dtype=object)[product_no[has_product]]
-    ints["price_fen"][has_product] = np.array([p.price_fen for p in products])[product_no[has_product]]
-    ext = world.customer_ids("wm", np.arange(pop.n)).to_numpy(zero_copy_only=False)
-    has_inv = inviter_no >= 0
-    cols["inviter"][has_inv] = ext[inviter_no[has_inv]]
-    has_invitee = invitee_no >= 0
-    cols["invitee"][has_invitee] = ext[invitee_no[has_invitee]]
+    owner, t, name = owner[order], t[order], name[order]
+    codes = {k: v[order] for k, v in codes.items()}
 
     # Identities: WeCom events carry the external userid, mall (mini-program) events the openid plus
     # the member id once the customer has registered; both carry the unionid when the accounts are
     # linked through the open platform — that is what stitches a contact to their shopper.
-    linked = pop.linked[owner]
+    wecom = np.isin(name, [EVENT_NAMES.index(e) for e in WECOM_EVENTS])
     registered_at = np.where(pop.member[owner], pop.acquired[owner] + pop.member_delay[owner], np.inf)
     is_member = t >= registered_at
+    ids = lambda prefix: lambda c: world.customer_ids(prefix, c)  # noqa: E731
     ts = pa.array(world.base_us + np.round(t * 86_400e6).astype(np.int64), pa.timestamp("us", tz="UTC"))
-    numbers = np.arange(n)
-    msg = pc.binary_join_element_wise(f"{brand.key}{world.seed}-b{block}-", pa.array(numbers).cast(pa.string()), "")
+    msg = pc.binary_join_element_wise(
+        f"{brand.key}{world.seed}-b{block}-", pa.array(np.arange(n)).cast(pa.string()), ""
+    )
+    product = codes["product"]
+    states = [f"{c.key}-{i}" for c in brand.channels for i in range(STATE_SLOTS)]
     data: dict[str, pa.Array] = {
         "message_id": msg,
-        "event": pa.array(name, pa.string()),
+        "event": pc.take(pa.array(EVENT_NAMES, pa.string()), pa.array(name)),
         "timestamp": ts,
-        "wecom_external_userid": _masked(world.customer_ids("wm", owner), wecom),
-        "unionid": _masked(world.customer_ids("un", owner), linked),
-        "openid": _masked(world.customer_ids("op", owner), ~wecom),
-        "member_id": _masked(world.customer_ids("M", owner), ~wecom & is_member),
+        "wecom_external_userid": _sparse(np.where(wecom, owner, -1), ids("wm")),
+        "unionid": _sparse(np.where(pop.linked[owner], owner, -1), ids("un")),
+        "openid": _sparse(np.where(wecom, -1, owner), ids("op")),
+        "member_id": _sparse(np.where(~wecom & is_member, owner, -1), ids("M")),
+        "staff_userid": _sparse(codes["staff"], _lookup(world.staff.userids)),
+        "state": _sparse(codes["state"], _lookup(states)),
+        "channel": _sparse(codes["channel"], _lookup([c.name for c in brand.channels])),
+        "inviter": _sparse(codes["inviter"], ids("wm")),
+        "invitee": _sparse(codes["invitee"], ids("wm")),
+        "chat_id": _sparse(codes["chat"], lambda c: world.numbered("wr", c)),
+        "sku": _sparse(product, _lookup([p.sku for p in brand.products])),
+        "category": _sparse(product, _lookup([p.category for p in brand.products])),
+        "content_id": _sparse(codes["content"], lambda c: world.numbered("c", c)),
+        "content_type": _sparse(codes["content"], lambda c: _lookup(list(CONTENT_TYPES))(c % len(CONTENT_TYPES))),
+        "coupon_id": _sparse(codes["coupon"], ids("NEW-")),
+        "coupon_type": _sparse(np.where(codes["coupon"] >= 0, 0, -1), _lookup(["新人券"])),
+        "order_id": _sparse(codes["order"], lambda c: order_ids(world, c)),
     }
-    for key in STRING_PROPS:
-        data[key] = pa.array(cols[key], pa.string())
+    prices = np.array([p.price_fen for p in brand.products], dtype=np.int64)
+    codes["price_fen"] = np.where(product >= 0, prices[np.maximum(product, 0)], -1)
     for key in INT_PROPS:
-        data[key] = pa.array(ints[key], pa.int64(), mask=ints[key] < 0)
+        data[key] = pa.array(codes[key], pa.int64(), mask=codes[key] < 0)
     return pa.table(data, schema=EVENT_SCHEMA)
-
-
-def _masked(values: pa.Array, keep: np.ndarray) -> pa.Array:
-    return pc.if_else(pa.array(keep), values, pa.scalar(None, pa.string()))
 
 
 def _order_table(
@@ -458,40 +466,47 @@ def _order_table(
     paid: np.ndarray,
     amount: np.ndarray,
     discount: np.ndarray,
-    main: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    top_up: tuple[Product, np.ndarray],
-    order_ids: np.ndarray,
+    main: tuple[np.ndarray, np.ndarray],
+    top_up: tuple[int, np.ndarray],
+    order_code: np.ndarray,
     refund: np.ndarray,
     refund_at: np.ndarray,
 ) -> pa.Table:
     """Paid orders, and a later refunded version of the refunded ones."""
-    to_ts = lambda d: pa.array(world.base_us + np.round(d * 86_400e6).astype(np.int64), pa.timestamp("us", tz="UTC"))  # noqa: E731
-    sku, cat, quantity, price = main
+    products = world.brand.products
+
+    def to_ts(days: np.ndarray) -> pa.Array:
+        return pa.array(world.base_us + np.round(days * 86_400e6).astype(np.int64), pa.timestamp("us", tz="UTC"))
+
+    product, quantity = main
     cheapest, extra = top_up
     lines = 1 + (extra > 0)
     offsets = np.concatenate([[0], np.cumsum(lines)]).astype(np.int32)
     second = np.flatnonzero(extra > 0)
     pos = offsets[:-1].astype(np.int64)
     n_lines = int(offsets[-1])
-    l_sku = np.empty(n_lines, dtype=object)
-    l_cat = np.empty(n_lines, dtype=object)
+    l_product = np.empty(n_lines, dtype=np.int64)
     l_qty = np.empty(n_lines, dtype=np.int64)
-    l_price = np.empty(n_lines, dtype=np.int64)
-    l_sku[pos], l_cat[pos], l_qty[pos], l_price[pos] = sku, cat, quantity, price
-    at = pos[second] + 1
-    l_sku[at], l_cat[at], l_qty[at], l_price[at] = cheapest.sku, cheapest.category, extra[second], cheapest.price_fen
+    l_product[pos], l_qty[pos] = product, quantity
+    l_product[pos[second] + 1], l_qty[pos[second] + 1] = cheapest, extra[second]
+    take = pa.array(l_product)
     items = pa.ListArray.from_arrays(
         offsets,
         pa.StructArray.from_arrays(
-            [pa.array(l_sku, pa.string()), pa.array(l_cat, pa.string()), pa.array(l_qty), pa.array(l_price)],
+            [
+                pc.take(pa.array([p.sku for p in products], pa.string()), take),
+                pc.take(pa.array([p.category for p in products], pa.string()), take),
+                pa.array(l_qty),
+                pc.take(pa.array([p.price_fen for p in products], pa.int64()), take),
+            ],
             fields=list(ITEM_TYPE),
         ),
     )
     members = world.customer_ids("M", buyer)
     paid_table = pa.table(
         {
-            "order_id": pa.array(order_ids, pa.string()),
-            "status": pa.array(np.full(len(buyer), "paid", dtype=object), pa.string()),
+            "order_id": order_ids(world, order_code),
+            "status": pa.array(["paid"] * len(buyer), pa.string()),
             "member_id": members,
             "paid_at": to_ts(paid),
             "updated_at": to_ts(paid),
