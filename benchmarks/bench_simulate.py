@@ -1,0 +1,160 @@
+"""Benchmark: simulate a brand and load it, against plain pandas doing the same amount of I/O.
+
+ours      siyu.simulate.run.simulate (`siyu simulate`) for N customers, then
+          siyu.simulate.load.load_simulation (`siyu simulate --load`: customers, events and orders
+          through the ordinary import path) into a fresh SIYU_HOME, each step timed.
+baseline  (a) numpy + pandas writing a table of random values with the same number of event rows
+          and columns to Parquet (the I/O floor of generating that much data);
+          (b) pandas.read_parquet of our events file + DataFrame.to_sql into a fresh SQLite file
+          (the "just load it" floor, as in bench_import.py).
+
+Target (issue 3): 1M customers / ~20M events simulated and loaded in ≤ 3 minutes; report 10M.
+
+    .venv/bin/python benchmarks/bench_simulate.py --customers 100000
+    .venv/bin/python benchmarks/bench_simulate.py --customers 1000000 --skip-baseline
+    .venv/bin/python benchmarks/bench_simulate.py --customers 10000000 --skip-load --skip-baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from _common import DATA_DIR, fmt_int, fmt_rate, fmt_s, print_footer, print_header, ratio, table, timer
+
+TARGET_SECONDS = 180.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--brand", default="母婴")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-load", action="store_true", help="simulate only")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+
+    import pyarrow.parquet as pq
+
+    from siyu.simulate.brands import brand_named
+    from siyu.simulate.run import simulate
+
+    print_header(f"simulate {args.customers:,} customers of {args.brand} over {args.months} months, then load")
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="siyu-bench-sim-", dir=DATA_DIR))
+    try:
+        out = work / "sim"
+        with timer() as t_sim:
+            summary = simulate(
+                brand_named(args.brand),
+                customers=args.customers,
+                months=args.months,
+                seed=args.seed,
+                out=out,
+                end=date(2026, 11, 1),
+            )
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        rows = [
+            (
+                "simulate",
+                fmt_s(t_sim[0]),
+                fmt_rate(summary.events, t_sim[0]),
+                f"{summary.events:,} events, {summary.orders:,} order rows, {size / 1e6:,.0f} MB",
+            ),
+        ]
+        total = t_sim[0]
+        if not args.skip_load:
+            from siyu.config import Settings
+            from siyu.ingest.files import import_file
+            from siyu.profiles.service import stats
+            from siyu.relations.service import RelationService
+            from siyu.runtime import Runtime
+            from siyu.simulate.load import data_files
+
+            with Runtime.open(Settings(home=work / "home")) as rt:
+                with timer() as t_staff:
+                    relations = RelationService(rt.ingestor)
+                    for row in pq.read_table(out / "staff.parquet").to_pylist():
+                        relations.upsert_staff(row["userid"], row["name"])
+                rows.append(("load staff", fmt_s(t_staff[0]), "", ""))
+                total += t_staff[0]
+                for kind, path in data_files(out):
+                    with timer() as t:
+                        report = import_file(rt.ingestor, path, kind, source="simulator")
+                    total += t[0]
+                    rows.append(
+                        (
+                            f"load {kind}",
+                            fmt_s(t[0]),
+                            fmt_rate(report.rows, t[0], "rows/s"),
+                            f"{report.rows:,} rows, {report.rejected:,} rejected",
+                        )
+                    )
+                counts = stats(rt.engine, rt.events)
+            rows.append(("**total**", f"**{fmt_s(total)}**", fmt_rate(summary.events, total), str(counts)))
+        print(table(["step", "time", "rate", "size / outcome"], rows))
+
+        if not args.skip_baseline:
+            import numpy as np
+            import pandas as pd
+
+            rng = np.random.default_rng(0)
+            n = summary.events
+            with timer() as t_gen:
+                pool = np.array([f"value-{i:06d}" for i in range(10_000)], dtype=object)
+                frame = pd.DataFrame(
+                    {
+                        "message_id": pool[rng.integers(0, 10_000, n)],
+                        "event": pool[rng.integers(0, 20, n)],
+                        "timestamp": pd.to_datetime(rng.integers(1.7e18, 1.8e18, n, dtype=np.int64), utc=True),
+                        **{f"id{i}": pool[rng.integers(0, 10_000, n)] for i in range(4)},
+                        **{f"prop{i}": pool[rng.integers(0, 10_000, n)] for i in range(8)},
+                        **{f"int{i}": rng.integers(0, 10_000, n) for i in range(4)},
+                    }
+                )
+                frame.to_parquet(work / "baseline.parquet")
+            del frame
+            with timer() as t_load:
+                events = pd.read_parquet(out / "events.parquet")
+                con = sqlite3.connect(work / "baseline.sqlite")
+                events.to_sql("events", con, index=False, chunksize=100_000)
+                con.commit()
+                con.close()
+            print()
+            print(
+                table(
+                    ["baseline", "time", "rate", "ratio (ours / baseline time)"],
+                    [
+                        (
+                            "numpy + pandas → Parquet, same rows × 19 columns",
+                            fmt_s(t_gen[0]),
+                            fmt_rate(n, t_gen[0]),
+                            ratio(t_sim[0], t_gen[0]),
+                        ),
+                        (
+                            "pandas read_parquet → to_sql SQLite (events file)",
+                            fmt_s(t_load[0]),
+                            fmt_rate(n, t_load[0]),
+                            ratio(total - t_sim[0], t_load[0]) if not args.skip_load else "n/a",
+                        ),
+                    ],
+                )
+            )
+        if not args.skip_load:
+            verdict = "met" if total <= TARGET_SECONDS else "not met"
+            print(
+                f"\ntarget: 1M customers simulated and loaded in ≤ {TARGET_SECONDS:.0f} s — "
+                f"this run: {fmt_int(args.customers)} customers in {fmt_s(total)} ({verdict} at this size)"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_footer()
+
+
+if __name__ == "__main__":
+    main()
