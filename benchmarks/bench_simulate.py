@@ -146,10 +146,13 @@ def main() -> None:
                 )
             )
         if not args.skip_load:
-            verdict = "met" if total <= TARGET_SECONDS else "not met"
+            if args.customers >= 1_000_000:
+                verdict = "met" if total <= TARGET_SECONDS else "not met"
+            else:
+                verdict = "the target is for 1,000,000 customers"
             print(
                 f"\ntarget: 1M customers simulated and loaded in ≤ {TARGET_SECONDS:.0f} s — "
-                f"this run: {fmt_int(args.customers)} customers in {fmt_s(total)} ({verdict} at this size)"
+                f"this run: {fmt_int(args.customers)} customers in {fmt_s(total)} ({verdict})"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
