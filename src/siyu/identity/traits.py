@@ -6,14 +6,63 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, tuple_
+import orjson
+from sqlalchemy import Connection, bindparam, delete, select, tuple_
 
 from siyu.ids import derived_id
 from siyu.store.ops.schema import changes, traits
-from siyu.store.ops.upsert import upsert
+from siyu.store.ops.upsert import sqlite_value, upsert
 from siyu.timeutil import as_utc
 
 TraitUpdate = tuple[str, str, Any, datetime, str]  # person_id, key, value, ts, message_id
+
+# Built once so SQLAlchemy's statement cache serves every batch; the IN list expands at execution.
+_TRAITS_OF = select(traits.c.person_id, traits.c.key, traits.c.value, traits.c.updated_at).where(
+    traits.c.person_id.in_(bindparam("pids", expanding=True))
+)
+
+
+def _raw(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``executemany`` straight on the driver: SQLAlchemy's per-row JSON and date processing
+    dominates large identify batches. ``sql`` uses ``?`` and ``?json`` (a JSON text parameter:
+    plain text in SQLite, whose ``CAST(… AS JSON)`` would mean NUMERIC; cast on PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        sql = sql.replace("?json", "CAST(%s AS JSON)").replace("?", "%s")
+    else:
+        sql = sql.replace("?json", "?")
+    conn.exec_driver_sql(sql, rows)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _time(conn: Connection, value: datetime) -> Any:
+    return value if conn.dialect.name == "postgresql" else sqlite_value(value)
+
+
+def upsert_traits(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace trait rows (``person_id, key, value, updated_at``)."""
+    if rows:
+        _raw(
+            conn,
+            "INSERT INTO traits (person_id, key, value, updated_at) VALUES (?, ?, ?json, ?) "
+            "ON CONFLICT (person_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            [(r["person_id"], r["key"], _json(r["value"]), _time(conn, r["updated_at"])) for r in rows],
+        )
+
+
+def insert_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Append change-feed rows (``kind, person_id, event_id, occurred_at, payload``)."""
+    if rows:
+        _raw(
+            conn,
+            "INSERT INTO changes (kind, person_id, event_id, occurred_at, payload) VALUES (?, ?, ?, ?, ?json)",
+            [
+                (r["kind"], r["person_id"], r["event_id"], _time(conn, r["occurred_at"]), _json(r["payload"]))
+                for r in rows
+            ],
+        )
 
 
 def wins(strategy: str, new: Any, new_at: datetime, old: Any, old_at: datetime) -> bool:
@@ -39,14 +88,12 @@ def apply_trait_updates(conn: Connection, updates: Iterable[TraitUpdate], strate
     wanted = {(p, k) for p, k, *_ in pending}
     current: dict[tuple[str, str], tuple[Any, datetime]] = {}
     keys = list(wanted)
-    for i in range(0, len(keys), 2000):
-        rows = conn.execute(
-            select(traits.c.person_id, traits.c.key, traits.c.value, traits.c.updated_at).where(
-                tuple_(traits.c.person_id, traits.c.key).in_(keys[i : i + 2000])
-            )
-        )
+    people = list({p for p, _ in keys})
+    for i in range(0, len(people), 2000):
+        rows = conn.execute(_TRAITS_OF, {"pids": people[i : i + 2000]})
         for p, k, v, at in rows:
-            current[(p, k)] = (v, as_utc(at))
+            if (p, k) in wanted:
+                current[(p, k)] = (v, as_utc(at))
     before = dict(current)
     last_message: dict[tuple[str, str], tuple[str, datetime]] = {}
     for person_id, key, value, at, message_id in pending:
@@ -61,7 +108,7 @@ def apply_trait_updates(conn: Connection, updates: Iterable[TraitUpdate], strate
         if current[(p, k)][0] is not None
     ]
     removals = [(p, k) for p, k in last_message if current[(p, k)][0] is None]
-    upsert(conn, traits, upserts, ["person_id", "key"], ["value", "updated_at"])
+    upsert_traits(conn, upserts)
     if removals:
         conn.execute(delete(traits).where(tuple_(traits.c.person_id, traits.c.key).in_(removals)))
     feed = []
@@ -80,8 +127,7 @@ def apply_trait_updates(conn: Connection, updates: Iterable[TraitUpdate], strate
                 "payload": {"key": k, "old": old_value, "new": new_value, "message_id": message_id},
             }
         )
-    if feed:
-        conn.execute(changes.insert(), feed)
+    insert_changes(conn, feed)
     return len(feed)
 
 

@@ -13,12 +13,27 @@ from datetime import UTC, datetime
 import duckdb
 import orjson
 import pyarrow as pa
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Text, bindparam, cast, select
 
 from siyu.store.events import EVENTS_ARROW, EventStore
 from siyu.store.ops.schema import changes
 
 WATERMARK = "ops_change_seq"
+
+# The payload as its JSON text: parsing it into Python only to dump it again was most of the work.
+_PENDING = (
+    select(
+        changes.c.seq,
+        changes.c.kind,
+        changes.c.person_id,
+        changes.c.event_id,
+        changes.c.occurred_at,
+        cast(changes.c.payload, Text).label("payload"),
+    )
+    .where(changes.c.seq > bindparam("last"))
+    .order_by(changes.c.seq)
+    .limit(bindparam("limit"))
+)
 
 
 def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> int:
@@ -27,7 +42,7 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
     applied = 0
     while True:
         with engine.connect() as conn:
-            rows = conn.execute(select(changes).where(changes.c.seq > last).order_by(changes.c.seq).limit(limit)).all()
+            rows = conn.execute(_PENDING, {"last": last, "limit": limit}).all()
         if not rows:
             return applied
         now = datetime.now(UTC)
@@ -43,11 +58,12 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
             cols["message_type"].append("change")
             cols["name"].append("$" + row.kind)
             cols["ts"].append(at)
-            cols["properties"].append(orjson.dumps(row.payload).decode())
+            cols["properties"].append(orjson.dumps(orjson.loads(row.payload)).decode())  # one canonical form
             cols["source"].append("siyu")
             cols["received_at"].append(now)
             if row.kind == "identities_merged":
-                aliases.append((row.payload["from_person_id"], row.payload["into_person_id"]))
+                payload = orjson.loads(row.payload)
+                aliases.append((payload["from_person_id"], payload["into_person_id"]))
         store.add_aliases(con, aliases)
         store.append_events(con, pa.table(cols, schema=EVENTS_ARROW))
         last = rows[-1].seq
