@@ -18,7 +18,7 @@ import pytest
 from siyu.config import Settings
 from siyu.runtime import Runtime
 from siyu.simulate import population as popmod
-from siyu.simulate.behaviour import NEW_COUPON_THRESHOLD_FEN
+from siyu.simulate.behaviour import INDUCED_NUMBER, NEW_COUPON_THRESHOLD_FEN
 from siyu.simulate.brands import BRANDS, MOTHER_BABY, brand_named
 from siyu.simulate.calendar import build_calendar
 from siyu.simulate.load import load_simulation
@@ -118,6 +118,11 @@ def _customer_no(ids: pd.Series) -> pd.Series:
     return ids.str.rsplit("x", n=1).str[1].astype(int)
 
 
+def _natural(orders: pd.DataFrame) -> pd.DataFrame:
+    """Orders of the BG/NBD process (not those a campaign coupon brought about)."""
+    return orders[orders.order_id.str.rsplit("-", n=1).str[1].astype(int) < INDUCED_NUMBER]
+
+
 def test_group_chat_is_heavy_tailed(big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     _, events, _, _ = big
     chat = events[events.event == "group_message"].groupby("wecom_external_userid").size()
@@ -150,7 +155,7 @@ def test_seasonality_peaks_in_inflow(big: tuple[Path, pd.DataFrame, pd.DataFrame
 
 def test_purchases_follow_bgnbd(big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     _, _, orders, truth = big
-    paid = orders[orders.status == "paid"].copy()
+    paid = _natural(orders[orders.status == "paid"]).copy()
     paid["no"] = _customer_no(paid.member_id)
     first = paid.groupby("no").paid_at.min()
     count = paid.groupby("no").size()
@@ -169,7 +174,7 @@ def test_purchases_follow_bgnbd(big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.
 
 def test_spend_follows_gamma_gamma(big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     _, _, orders, truth = big
-    paid = orders[orders.status == "paid"].copy()
+    paid = _natural(orders[orders.status == "paid"]).copy()
     paid["no"] = _customer_no(paid.member_id)
     t = truth.set_index("customer_no")
     paid = paid[~t.abuser.loc[paid.no].to_numpy()]
@@ -194,7 +199,7 @@ def test_abusers_look_like_abusers(big: tuple[Path, pd.DataFrame, pd.DataFrame, 
     assert refund_ab > 5 * refund_other
     near = paid[is_ab].amount_fen.between(NEW_COUPON_THRESHOLD_FEN, NEW_COUPON_THRESHOLD_FEN + 1000).mean()
     assert near > 0.95  # just over the 新人券 threshold
-    assert paid[is_ab].groupby("no").size().max() == 1  # never a second order
+    assert _natural(paid[is_ab]).groupby("no").size().max() == 1  # never a second order of their own
     redeemed = events[events.event == "coupon_redeemed"].member_id.map(lambda m: int(m.rsplit("x", 1)[1]))
     used = truth.customer_no.isin(redeemed)
     assert used[truth.abuser].mean() > 0.8  # nearly every abuser cashes the 新人券 …
@@ -226,6 +231,29 @@ def test_coupon_uplift_matches_the_planted_lift(big: tuple[Path, pd.DataFrame, p
     n1, n0 = (~early.holdout).sum(), early.holdout.sum()
     se = np.sqrt(rate[False] * (1 - rate[False]) / n1 + rate[True] * (1 - rate[True]) / n0)
     assert abs(lift - popmod.COUPON_UPLIFT) < 4 * se + 0.01, (lift, se)
+
+
+def test_campaign_coupons_follow_the_response_model(
+    big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    out, events, _, truth = big
+    terms = json.loads((out / "truth" / "params.json").read_text())["campaign_coupons"]
+    assert [c["name"] for c in terms["campaigns"]] == ["年货节", "618", "双11"]
+    assert truth[truth.campaign_holdout].campaign_coupons.sum() == 0
+    sent = truth[truth.campaign_coupons > 0]
+    low, high = (
+        sent[sent.responsiveness < sent.responsiveness.quantile(0.25)],
+        sent[sent.responsiveness > sent.responsiveness.quantile(0.75)],
+    )
+    rate = lambda g: g.campaign_redemptions.sum() / g.campaign_coupons.sum()  # noqa: E731
+    assert rate(high) > 2 * rate(low)
+    # Every induced order used its coupon, and the coupon events agree with the truth.
+    assert (sent.campaign_redemptions >= sent.induced_orders).all()
+    used = events[(events.event == "coupon_redeemed") & (events.coupon_type == "满减")]
+    assert len(used) == truth.campaign_redemptions.sum()
+    got = events[(events.event == "coupon_received") & (events.coupon_type == "满减")]
+    assert len(got) == truth.campaign_coupons.sum()
+    assert (got.threshold_fen == terms["threshold_fen"]).all() and (got.value_fen == terms["value_fen"]).all()
 
 
 def test_resigned_staff_take_no_new_contacts(big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:

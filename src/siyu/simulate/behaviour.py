@@ -24,6 +24,9 @@ BROWSE_RATES = {"view_product": 0.02, "view_content": 0.02, "favorite": 0.004, "
 NEW_COUPON_VALUE_FEN = 2000
 NEW_COUPON_THRESHOLD_FEN = 9900
 NEW_COUPON_DAYS = 14.0
+CAMPAIGN_REACH = 0.4  # share of eligible customers sent a campaign coupon (满减)
+INDUCED_RATE = 0.35  # × responsiveness: chance a coupon brings an order that would not have happened
+COUPON_KINDS = 8  # coupon code = customer number × COUPON_KINDS + kind (0 = 新人券, 1 + i = campaign i)
 REFUND_RATE = 0.03
 ABUSER_REFUND_RATE = 0.4
 REVIEW_RATE = 0.06
@@ -54,6 +57,7 @@ EVENT_NAMES = (
 #: Integer codes a block fills in, besides the integer properties themselves.
 CODES = ("staff", "state", "channel", "inviter", "invitee", "chat", "product", "content", "coupon", "order")
 ORDER_SLOTS = 4096  # order code = customer number × ORDER_SLOTS + purchase number
+INDUCED_NUMBER = ORDER_SLOTS - COUPON_KINDS  # purchase numbers from here on: coupon-induced orders
 STATE_SLOTS = 100  # channel-code state code = channel × STATE_SLOTS + code number
 CONTENT_ITEMS = 400
 
@@ -120,6 +124,12 @@ class World:
     grid: np.ndarray = field(init=False)  # day boundaries 0..days
     cum_browse: np.ndarray = field(init=False)  # cumulative calendar intensity at the boundaries
     cum_order: np.ndarray = field(init=False)  # cumulative order intensity (operational time)
+
+    def campaign_terms(self) -> tuple[int, int]:
+        """(threshold, value) in fen of the brand's campaign 满减 coupon: about 1.3 × the mean order, 15 % off."""
+        s = self.brand.spend
+        threshold = int(round(1.3 * s.p * s.gamma / (s.q - 1), -1)) * 100
+        return threshold, int(round(threshold * 0.15, -2))
 
     def __post_init__(self) -> None:
         days = self.cal.days
@@ -213,8 +223,8 @@ def _purchases(rng: np.random.Generator, world: World, idx: np.ndarray) -> tuple
     end_u = world.cum_order[-1]
     while alive.any():
         k += 1
-        if k >= ORDER_SLOTS:
-            raise ValueError(f"more than {ORDER_SLOTS} purchases by one customer: shorten the period")
+        if k >= INDUCED_NUMBER:
+            raise ValueError(f"more than {INDUCED_NUMBER} purchases by one customer: shorten the period")
         sel = np.flatnonzero(alive)
         u[sel] = u[sel] + rng.exponential(1.0 / lam[sel])
         inside = u[sel] < end_u
@@ -251,6 +261,66 @@ def _choose_products(
     cum = np.cumsum(w, axis=1)
     u = rng.random(len(amount_fen)) * cum[:, -1]
     return np.minimum((cum < u[:, None]).sum(axis=1), len(products) - 1)
+
+
+def _campaign_coupons(
+    rng: np.random.Generator,
+    world: World,
+    rows: _Rows,
+    idx: np.ndarray,
+    gone: np.ndarray,
+    orders: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Send each campaign's 满减 coupon, redeem it on orders, add the orders it induces.
+
+    Returns the orders extended with the induced ones, which campaign each order used (−1 none),
+    and how many campaign coupons each customer received.
+    """
+    pop, lo = world.pop, int(idx[0])
+    buyer, paid, number, amount, redeem = orders
+    threshold, value = world.campaign_terms()
+    used_by = np.full(len(paid), -1, dtype=np.int64)
+    received = np.zeros(len(idx), dtype=np.int64)
+    registered = np.where(pop.member[idx], pop.acquired[idx] + pop.member_delay[idx], np.inf)
+    extra: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    for ci, (_name, start, end) in enumerate(world.cal.campaigns()[: COUPON_KINDS - 1]):
+        eligible = (pop.acquired[idx] < start) & (gone > start) & ~pop.campaign_holdout[idx]
+        sent = eligible & (rng.random(len(idx)) < CAMPAIGN_REACH)
+        at = start + rng.uniform(0.3, 0.5, len(idx))  # the campaign's first morning
+        received += sent
+        rows.add(
+            "coupon_received",
+            idx[sent],
+            at[sent],
+            coupon=idx[sent] * COUPON_KINDS + 1 + ci,
+            value_fen=np.full(int(sent.sum()), value),
+            threshold_fen=np.full(int(sent.sum()), threshold),
+        )
+        local = buyer - lo
+        fits = sent[local] & (paid >= at[local]) & (paid < end) & ~redeem & (used_by < 0) & (amount >= threshold)
+        fits &= rng.random(len(paid)) < pop.responsiveness[buyer]
+        cand = np.flatnonzero(fits)
+        cand = cand[np.lexsort((paid[cand], buyer[cand]))]
+        firsts = cand[np.r_[True, buyer[cand][1:] != buyer[cand][:-1]]] if len(cand) else cand
+        used_by[firsts] = ci
+        has = np.zeros(len(idx), dtype=bool)
+        has[buyer[firsts] - lo] = True
+        stop = np.minimum(end, gone)
+        induce = sent & ~has & (registered < at) & (stop > at)
+        induce &= rng.random(len(idx)) < pop.responsiveness[idx] * INDUCED_RATE
+        who = idx[induce]
+        when = at[induce] + rng.random(len(who)) * (stop[induce] - at[induce])
+        spend = np.round(rng.gamma(world.brand.spend.p, 1.0 / pop.nu[who]) * 100).astype(np.int64)
+        spend = np.maximum(spend, threshold + rng.integers(0, 2000, len(who)))
+        extra.append((who, when, np.full(len(who), INDUCED_NUMBER + ci), spend, np.full(len(who), ci)))
+    if extra:
+        buyer = np.concatenate([buyer, *[e[0] for e in extra]])
+        paid = np.concatenate([paid, *[e[1] for e in extra]])
+        number = np.concatenate([number, *[e[2] for e in extra]])
+        amount = np.concatenate([amount, *[e[3] for e in extra]])
+        redeem = np.concatenate([redeem, np.zeros(sum(len(e[0]) for e in extra), dtype=bool)])
+        used_by = np.concatenate([used_by, *[e[4] for e in extra]])
+    return buyer, paid, number, amount, redeem, used_by, received
 
 
 def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
@@ -313,26 +383,34 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
         "coupon_received",
         idx[got],
         acq[got] + 0.002,
-        coupon=idx[got],
+        coupon=idx[got] * COUPON_KINDS,
         value_fen=np.full(n_got, NEW_COUPON_VALUE_FEN),
         threshold_fen=np.full(n_got, NEW_COUPON_THRESHOLD_FEN),
     )
 
     # Orders: BG/NBD times, Gamma-Gamma amounts, the funnel before them, reviews after.
     buyer_no, paid, number = _purchases(rng, world, idx)
-    o_local = buyer_no - lo
     amount = np.maximum(100, np.round(rng.gamma(brand.spend.p, 1.0 / pop.nu[buyer_no]) * 100)).astype(np.int64)
     abuse = pop.abuser[buyer_no]
     amount[abuse] = NEW_COUPON_THRESHOLD_FEN + rng.integers(0, 900, int(abuse.sum()))
     first = number == 0
-    redeem = first & got[o_local] & (paid - acq[o_local] <= NEW_COUPON_DAYS) & (amount >= NEW_COUPON_THRESHOLD_FEN)
+    redeem = first & got[buyer_no - lo] & (paid - acq[buyer_no - lo] <= NEW_COUPON_DAYS)
+    redeem &= amount >= NEW_COUPON_THRESHOLD_FEN
+    # Campaign coupons: natural orders in the window use them; responsive customers buy once more.
+    buyer_no, paid, number, amount, redeem, campaign, counts = _campaign_coupons(
+        rng, world, rows, idx, gone, (buyer_no, paid, number, amount, redeem)
+    )
+    o_local = buyer_no - lo
+    abuse = pop.abuser[buyer_no]
+    first = number == 0
     baby_now = pop.baby_months[buyer_no] + (paid - pop.acquired[buyer_no]) / 30.4
     sellable = [i for i, p in enumerate(brand.products) if p.price_fen > 0]
     product = np.array(sellable)[_choose_products(rng, brand, amount.astype(np.float64), baby_now)]
     price = np.array([p.price_fen for p in brand.products], dtype=np.int64)[product]
     # The basket: as many of the chosen product as the amount buys, topped up with the cheapest
     # product; what the basket costs over the amount paid is the discount (the coupon included).
-    target = amount + np.where(redeem, NEW_COUPON_VALUE_FEN, 0)
+    campaign_value = world.campaign_terms()[1]
+    target = amount + np.where(redeem, NEW_COUPON_VALUE_FEN, 0) + np.where(campaign >= 0, campaign_value, 0)
     quantity = np.maximum(1, target // price)
     cheapest = min(sellable, key=lambda i: brand.products[i].price_fen)
     extra = np.maximum(0, -(-(target - quantity * price) // brand.products[cheapest].price_fen))
@@ -346,9 +424,18 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
         "coupon_redeemed",
         buyer_no[redeem],
         paid[redeem],  # with the order (registration always comes before it)
-        coupon=buyer_no[redeem],
+        coupon=buyer_no[redeem] * COUPON_KINDS,
         order=order_code[redeem],
         value_fen=np.full(n_red, NEW_COUPON_VALUE_FEN),
+    )
+    used = campaign >= 0
+    rows.add(
+        "coupon_redeemed",
+        buyer_no[used],
+        paid[used],
+        coupon=buyer_no[used] * COUPON_KINDS + 1 + campaign[used],
+        order=order_code[used],
+        value_fen=np.full(int(used.sum()), campaign_value),
     )
     view = rng.random(len(paid)) < 0.8
     rows.add(
@@ -371,8 +458,14 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     orders = _order_table(
         world, buyer_no, paid, amount, discount, (product, quantity), (cheapest, extra), order_code, refund, refund_at
     )
-    counts = np.bincount(o_local, minlength=len(idx))
-    truth = {"orders": counts, "redeemed_new_coupon": np.bincount(o_local[redeem], minlength=len(idx)) > 0}
+    natural = number < INDUCED_NUMBER
+    truth = {
+        "orders": np.bincount(o_local[natural], minlength=len(idx)),
+        "induced_orders": np.bincount(o_local[~natural], minlength=len(idx)),
+        "redeemed_new_coupon": np.bincount(o_local[redeem], minlength=len(idx)) > 0,
+        "campaign_coupons": counts,
+        "campaign_redemptions": np.bincount(o_local[used], minlength=len(idx)),
+    }
     return Block(events, orders, truth)
 
 
@@ -389,6 +482,15 @@ def _sparse(codes: np.ndarray, render: Callable[[np.ndarray], pa.Array]) -> pa.A
 def _lookup(values: list[str]) -> Callable[[np.ndarray], pa.Array]:
     table = pa.array(values, pa.string())
     return lambda codes: pc.take(table, pa.array(codes))
+
+
+def coupon_ids(world: World, codes: np.ndarray) -> pa.Array:
+    """Coupon ids from coupon codes: ``NEW-…`` (新人券) or ``C2-…`` (the third campaign's 满减)."""
+    customer, kind = np.divmod(codes, COUPON_KINDS)
+    prefix = pc.if_else(
+        pa.array(kind == 0), "NEW", pc.binary_join_element_wise("C", pa.array(kind - 1).cast(pa.string()), "")
+    )
+    return pc.binary_join_element_wise(prefix, world.customer_ids("-", customer), "")
 
 
 def order_ids(world: World, codes: np.ndarray) -> pa.Array:
@@ -449,8 +551,11 @@ def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
         "category": _sparse(product, _lookup([p.category for p in brand.products])),
         "content_id": _sparse(codes["content"], lambda c: world.numbered("c", c)),
         "content_type": _sparse(codes["content"], lambda c: _lookup(list(CONTENT_TYPES))(c % len(CONTENT_TYPES))),
-        "coupon_id": _sparse(codes["coupon"], ids("NEW-")),
-        "coupon_type": _sparse(np.where(codes["coupon"] >= 0, 0, -1), _lookup(["新人券"])),
+        "coupon_id": _sparse(codes["coupon"], lambda c: coupon_ids(world, c)),
+        "coupon_type": _sparse(
+            np.where(codes["coupon"] >= 0, np.minimum(codes["coupon"] % COUPON_KINDS, 1), -1),
+            _lookup(["新人券", "满减"]),
+        ),
         "order_id": _sparse(codes["order"], lambda c: order_ids(world, c)),
     }
     prices = np.array([p.price_fen for p in brand.products], dtype=np.int64)

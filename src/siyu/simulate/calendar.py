@@ -45,6 +45,18 @@ class Calendar:
         """Number of days in the period."""
         return len(self.intensity)
 
+    def campaigns(self) -> list[tuple[str, int, int]]:
+        """The 618, 双11 and 年货节 runs inside the period: (name, first day, day after the last)."""
+        runs: list[tuple[str, int, int]] = []
+        for i, label in enumerate(self.labels):
+            if label not in ("618", "双11", "年货节"):
+                continue
+            if runs and runs[-1][0] == label and runs[-1][2] == i:
+                runs[-1] = (label, runs[-1][1], i + 1)
+            else:
+                runs.append((label, i, i + 1))
+        return runs
+
     def day_of(self, index: int) -> date:
         """The local date of day ``index``."""
         return self.start + timedelta(days=index)

@@ -19,6 +19,7 @@ from siyu.simulate.calendar import HOUR_WEIGHTS, Calendar
 SUPER_USER_SHARE = 0.03
 ABUSER_SHARE = 0.02
 HOLDOUT_SHARE = 0.1  # new contacts who get no 新人券: the control group of the planted coupon uplift
+CAMPAIGN_HOLDOUT_SHARE = 0.1  # customers who never get campaign coupons: the control group of campaign uplift
 COUPON_UPLIFT = 0.08  # true absolute lift of the 新人券 on the first-order probability
 UNIONID_LINK_RATE = 0.92  # share whose WeCom contact carries the unionid that links it to the mall
 RESIGN_SHARE = 0.06  # staff who resign mid-period
@@ -60,6 +61,8 @@ class Population:
     abuser: np.ndarray
     ring: np.ndarray  # abusers sharing one phone have the same ring number (else -1)
     holdout: np.ndarray  # no 新人券
+    campaign_holdout: np.ndarray  # no campaign coupons
+    responsiveness: np.ndarray  # chance of using a campaign coupon on an order, and of an extra order for it
     inviter: np.ndarray  # customer number of the inviter (referral channel), else -1
     group_join: np.ndarray  # day of joining a customer group, or inf
     group: np.ndarray  # group number, or -1
@@ -155,6 +158,10 @@ def build_population(rng: np.random.Generator, brand: Brand, n: int, cal: Calend
     p_drop[abuser] = 1.0  # one discounted order, then gone
 
     holdout = rng.random(n) < HOLDOUT_SHARE
+    campaign_holdout = rng.random(n) < CAMPAIGN_HOLDOUT_SHARE
+    responsiveness = rng.beta(2.0, 5.0, n)
+    responsiveness[super_user] = rng.beta(4.0, 4.0, int(super_user.sum()))
+    responsiveness[abuser] = 0.95
     p_first = np.clip(brand.first_order_rate * quality + np.where(holdout, 0.0, COUPON_UPLIFT), 0, 0.98)
     p_first[super_user] = 1.0
     p_first[abuser] = 0.95
@@ -219,6 +226,8 @@ def build_population(rng: np.random.Generator, brand: Brand, n: int, cal: Calend
         abuser=abuser,
         ring=ring,
         holdout=holdout,
+        campaign_holdout=campaign_holdout,
+        responsiveness=responsiveness,
         inviter=inviter,
         group_join=group_join,
         group=group,

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from siyu.simulate import behaviour
 from siyu.simulate import population as popmod
 from siyu.simulate.behaviour import EVENT_SCHEMA, ORDER_SCHEMA, World, simulate_block
 from siyu.simulate.brands import Brand
@@ -116,8 +117,7 @@ def simulate(
     (out / "truth").mkdir(exist_ok=True)
     writer = _Writer(out, fmt)
     n_events = n_orders = 0
-    order_counts = np.zeros(customers, dtype=np.int64)
-    redeemed = np.zeros(customers, dtype=bool)
+    per_customer: dict[str, np.ndarray] = {}
     try:
         writer.customers(_customer_table(world))
         for block, lo in enumerate(range(0, customers, BLOCK)):
@@ -127,14 +127,14 @@ def simulate(
             writer.orders(result.orders)
             n_events += result.events.num_rows
             n_orders += result.orders.num_rows
-            order_counts[lo:hi] = result.truth["orders"]
-            redeemed[lo:hi] = result.truth["redeemed_new_coupon"]
+            for key, values in result.truth.items():
+                per_customer.setdefault(key, np.zeros(customers, dtype=values.dtype))[lo:hi] = values
             if progress:
                 progress(hi - lo)
     finally:
         writer.close()
     pq.write_table(_staff_table(world), out / "staff.parquet")
-    _write_truth(world, out / "truth", order_counts, redeemed, start, end, time_zone)
+    _write_truth(world, out / "truth", per_customer, start, end, time_zone)
     summary = SimulationSummary(out, customers, n_events, n_orders, start, end)
     manifest = {**summary.as_dict(), "brand": brand.name, "seed": seed, "months": months, "format": fmt}
     manifest["out"] = "."
@@ -231,7 +231,7 @@ def _staff_table(world: World) -> pa.Table:
 
 
 def _write_truth(
-    world: World, folder: Path, order_counts: np.ndarray, redeemed: np.ndarray, start: date, end: date, tz: str
+    world: World, folder: Path, per_customer: dict[str, np.ndarray], start: date, end: date, tz: str
 ) -> None:
     brand, pop = world.brand, world.pop
     every = np.arange(pop.n)
@@ -251,8 +251,13 @@ def _write_truth(
             "activity": pa.array(pop.activity),
             "chattiness": pa.array(pop.chattiness),
             "buyer": pa.array(pop.buyer),
-            "orders": pa.array(order_counts),
-            "redeemed_new_coupon": pa.array(redeemed),
+            "orders": pa.array(per_customer["orders"]),  # from the BG/NBD process
+            "induced_orders": pa.array(per_customer["induced_orders"]),  # brought by a campaign coupon
+            "redeemed_new_coupon": pa.array(per_customer["redeemed_new_coupon"]),
+            "campaign_coupons": pa.array(per_customer["campaign_coupons"]),
+            "campaign_redemptions": pa.array(per_customer["campaign_redemptions"]),
+            "responsiveness": pa.array(pop.responsiveness),
+            "campaign_holdout": pa.array(pop.campaign_holdout),
             "member": pa.array(pop.member),
             "unionid_linked": pa.array(pop.linked),
             "super_user": pa.array(pop.super_user),
@@ -293,6 +298,21 @@ def _write_truth(
             "staff_resigning": popmod.RESIGN_SHARE,
         },
         "new_customer_coupon_uplift": popmod.COUPON_UPLIFT,
+        "campaign_coupons": {
+            "reach": behaviour.CAMPAIGN_REACH,
+            "induced_rate_per_responsiveness": behaviour.INDUCED_RATE,
+            "holdout": popmod.CAMPAIGN_HOLDOUT_SHARE,
+            "threshold_fen": world.campaign_terms()[0],
+            "value_fen": world.campaign_terms()[1],
+            "campaigns": [
+                {
+                    "name": name,
+                    "first_day": world.cal.day_of(a).isoformat(),
+                    "last_day": world.cal.day_of(b - 1).isoformat(),
+                }
+                for name, a, b in world.cal.campaigns()[: behaviour.COUPON_KINDS - 1]
+            ],
+        },
         "calendar_peaks": PEAKS,
         "staff": len(world.staff.userids),
     }
