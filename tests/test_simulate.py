@@ -263,6 +263,16 @@ def test_resigned_staff_take_no_new_contacts(big: tuple[Path, pd.DataFrame, pd.D
     assert len(gone) >= 1 and gone.successor.notna().all()
     adds = events[events.event == "add_contact"].merge(gone, left_on="staff_userid", right_on="userid")
     assert (adds.timestamp < adds.resigned_at).all()
+    # 离职继承: each of their customers still reachable a day later passes to the successor, once.
+    moved = events[events.event == "relation_transferred"].merge(gone, left_on="from_staff_userid", right_on="userid")
+    assert len(moved) > 0 and moved.wecom_external_userid.is_unique
+    assert (moved.staff_userid == moved.successor).all()
+    assert ((moved.timestamp - moved.resigned_at).dt.total_seconds().round() == 86400).all()
+    deleted_after = events[events.event == "delete_contact"].merge(
+        moved, on="wecom_external_userid", suffixes=("", "_m")
+    )
+    later = deleted_after[deleted_after.timestamp > deleted_after.timestamp_m]
+    assert (later.staff_userid == later.successor).all()
 
 
 # -- CLI -----------------------------------------------------------------------------------------

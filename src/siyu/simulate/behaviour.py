@@ -40,10 +40,12 @@ WECOM_EVENTS = {
     "group_message",
     "view_content",
     "referral_converted",
+    "relation_transferred",
 }
 EVENT_NAMES = (
     "add_contact",
     "delete_contact",
+    "relation_transferred",
     "referral_converted",
     "group_joined",
     "group_left",
@@ -55,7 +57,19 @@ EVENT_NAMES = (
     "review_posted",
 )
 #: Integer codes a block fills in, besides the integer properties themselves.
-CODES = ("staff", "state", "channel", "inviter", "invitee", "chat", "product", "content", "coupon", "order")
+CODES = (
+    "staff",
+    "from_staff",
+    "state",
+    "channel",
+    "inviter",
+    "invitee",
+    "chat",
+    "product",
+    "content",
+    "coupon",
+    "order",
+)
 ORDER_SLOTS = 4096  # order code = customer number × ORDER_SLOTS + purchase number
 INDUCED_NUMBER = ORDER_SLOTS - COUPON_KINDS  # purchase numbers from here on: coupon-induced orders
 STATE_SLOTS = 100  # channel-code state code = channel × STATE_SLOTS + code number
@@ -63,6 +77,7 @@ CONTENT_ITEMS = 400
 
 STRING_PROPS = (
     "staff_userid",
+    "from_staff_userid",
     "state",
     "channel",
     "inviter",
@@ -346,8 +361,15 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     )
     referred = inv >= 0
     rows.add("referral_converted", inv[referred], acq[referred] + 1e-5, invitee=idx[referred])
+    # 离职继承: a resigned staff member's customers pass to the successor a day later (WeCom's 24 h).
+    own = pop.staff[idx]
+    handed_at = world.staff.resigned_at[own] + 1.0
+    handed = (acq < world.staff.resigned_at[own]) & (handed_at < gone)
+    successor = world.staff.successor[own]
+    rows.add("relation_transferred", idx[handed], handed_at[handed], staff=successor[handed], from_staff=own[handed])
     deleted = np.isfinite(churn)
-    rows.add("delete_contact", idx[deleted], churn[deleted], staff=pop.staff[idx[deleted]])
+    last_owner = np.where(handed & (churn > handed_at), successor, own)
+    rows.add("delete_contact", idx[deleted], churn[deleted], staff=last_owner[deleted])
 
     # Groups: join, chat (heavy-tailed), leave.
     gj, gl, grp = pop.group_join[idx], pop.group_leave[idx], pop.group[idx]
@@ -542,6 +564,7 @@ def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
         "openid": _sparse(np.where(wecom, -1, owner), ids("op")),
         "member_id": _sparse(np.where(~wecom & is_member, owner, -1), ids("M")),
         "staff_userid": _sparse(codes["staff"], _lookup(world.staff.userids)),
+        "from_staff_userid": _sparse(codes["from_staff"], _lookup(world.staff.userids)),
         "state": _sparse(codes["state"], _lookup(states)),
         "channel": _sparse(codes["channel"], _lookup([c.name for c in brand.channels])),
         "inviter": _sparse(codes["inviter"], ids("wm")),
