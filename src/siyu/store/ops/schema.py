@@ -46,6 +46,8 @@ identities = Table(
     Column("value", String(256), primary_key=True),
     Column("person_id", ID, nullable=False),
     Column("first_seen", TS, nullable=False),
+    # SQLite: rows live in the primary key's B-tree (one tree to search and to bulk-load, not two).
+    sqlite_with_rowid=False,
 )
 
 identity_merges = Table(
