@@ -25,7 +25,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select
 
-from siyu.ids import new_id
+from siyu.ids import IdSource
 from siyu.store.ops.schema import identities
 
 Key = tuple[str, str]
@@ -76,7 +76,7 @@ class IdentityGraph:
     """Working set of the identity graph for one batch of messages."""
 
     rules: IdentityRules
-    make_id: Callable[[], str] = new_id
+    make_id: Callable[[], str] = field(default_factory=IdSource)
     owner: dict[Key, str] = field(default_factory=dict)
     held: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     parent: dict[str, str] = field(default_factory=dict)

@@ -20,7 +20,7 @@ from siyu.store.ops.schema import (
     persons,
     staff_relations,
 )
-from siyu.store.ops.upsert import bulk_load, sqlite_value
+from siyu.store.ops.upsert import bulk_load, sqlite_texts, sqlite_value
 from siyu.timeutil import as_utc
 
 
@@ -36,38 +36,69 @@ def write_graph(
 
     ``seen`` maps each (surviving) person to the (earliest, latest) timestamp of its messages.
     """
-    parent, find = graph.parent, graph.find
-    new_rows = []
-    for pid, at in graph.new_persons.items():
-        root = find(pid) if pid in parent else pid
-        first, last = seen.get(root, (at, at))
-        new_rows.append((pid, now, first, last, root if root != pid else None))
-    texts: dict[Any, Any] = {}  # message timestamps recur in both tables: turn each into text once
-    bulk_load(conn, persons, ("id", "created_at", "first_seen", "last_seen", "merged_into"), new_rows, texts=texts)
-    bulk_load(conn, identities, ("type", "value", "person_id", "first_seen"), _identity_rows(graph), texts=texts)
+    # On SQLite the rows are built as stored (timestamps as text), converting each distinct
+    # timestamp once: a message's time recurs in its identities and its person's first/last seen.
+    texts: dict[Any, Any] | None = {} if conn.dialect.name == "sqlite" else None
+    bulk_load(conn, persons, _PERSON_COLUMNS, _person_rows(graph, seen, now, texts), prepared=True)
+    bulk_load(conn, identities, _IDENTITY_COLUMNS, _identity_rows(graph, texts), prepared=True)
     _apply_merges(conn, graph, trait_strategies)
     _log_merges(conn, graph, now)
     existing = [(pid, span) for pid, span in seen.items() if pid not in graph.new_persons]
     widen_spans(conn, existing)
 
 
-def _identity_rows(graph: IdentityGraph) -> list[tuple[str, str, str, datetime]]:
+_PERSON_COLUMNS = ("id", "created_at", "first_seen", "last_seen", "merged_into")
+_IDENTITY_COLUMNS = ("type", "value", "person_id", "first_seen")
+
+
+def _person_rows(
+    graph: IdentityGraph,
+    seen: Mapping[str, tuple[datetime, datetime]],
+    now: datetime,
+    texts: dict[Any, Any] | None,
+) -> list[tuple[Any, ...]]:
+    """Rows of the new persons; timestamps as SQLite text when ``texts`` (a memo) is given."""
+    parent, find = graph.parent, graph.find
+    created: Any = now
+    if texts is not None:
+        created = sqlite_value(now)
+        firsts_lasts = sqlite_texts((t for span in seen.values() for t in span), texts)
+        seen = {pid: (firsts_lasts[2 * i], firsts_lasts[2 * i + 1]) for i, pid in enumerate(seen)}
+    rows = []
+    for pid, at in graph.new_persons.items():
+        root = find(pid) if pid in parent else pid
+        span = seen.get(root)
+        if span is None:  # a person created without a sighting of its own (never in practice)
+            first = last = at if texts is None else sqlite_texts([at], texts)[0]
+        else:
+            first, last = span
+        rows.append((pid, created, first, last, root if root != pid else None))
+    return rows
+
+
+def _identity_rows(graph: IdentityGraph, texts: dict[Any, Any] | None) -> list[tuple[Any, ...]]:
     """New identity rows with their final person, in primary-key order.
 
     In key order the primary-key B-tree grows at its end instead of at random pages. Sorting each
     type's rows by value alone compares plain strings (Python's fast path), several times faster
     than sorting (type, value) tuples; code-point order is also SQLite's BINARY order of UTF-8.
+    Timestamps become SQLite text when ``texts`` (a memo) is given.
     """
     parent, find = graph.parent, graph.find
-    by_type: dict[str, list[tuple[str, str, str, datetime]]] = {}
+    by_type: dict[str, list[tuple[Any, ...]]] = {}
     for (t, v), (pid, at) in graph.new_identities.items():
         if pid in parent:
             pid = find(pid)
+        if texts is not None:
+            text_ = texts.get(at)
+            if text_ is None:
+                text_ = texts[at] = sqlite_value(at)
+            at = text_
         rows = by_type.get(t)
         if rows is None:
             rows = by_type[t] = []
         rows.append((t, v, pid, at))
-    out: list[tuple[str, str, str, datetime]] = []
+    out: list[tuple[Any, ...]] = []
     for t in sorted(by_type):
         rows = by_type[t]
         rows.sort(key=itemgetter(1))

@@ -38,8 +38,8 @@ def sqlite_texts(values: Iterable[Any], texts: dict[Any, Any] | None = None) -> 
     """:func:`sqlite_value` of each value, converting each distinct datetime once.
 
     Rows written together share timestamps (every identity of a message, ``created_at`` of a whole
-    batch), and turning a datetime into text costs ~1 µs: a memo (``texts``, which callers writing
-    several tables may share) converts each distinct value once.
+    batch), and turning a datetime into text costs ~1 µs: the memo ``texts`` (which a caller
+    preparing several tables' rows may share) converts each distinct value once.
     """
     texts = {} if texts is None else texts
     out = []
@@ -57,13 +57,14 @@ def bulk_insert(
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
     *,
-    texts: dict[Any, Any] | None = None,
+    prepared: bool = False,
 ) -> None:
     """Insert many plain rows fast: ``COPY`` on PostgreSQL, a raw ``executemany`` on SQLite.
 
     Skips SQLAlchemy's per-row parameter processing, which dominates large imports. Values must
-    be plain (str, int, datetime, None); JSON columns are not supported here. ``texts`` is an
-    optional memo of datetimes already turned into SQLite text (see :func:`sqlite_texts`).
+    be plain (str, int, datetime, None); JSON columns are not supported here. ``prepared`` says
+    the rows already hold what SQLite stores (datetimes as :func:`sqlite_value` text), so they
+    go to the driver as they are.
     """
     if not rows:
         return
@@ -75,11 +76,14 @@ def bulk_insert(
                 copy.write_row(row)
         return
     marks = ", ".join("?" for _ in columns)
-    by_column: list[Sequence[Any]] = list(zip(*rows, strict=True))
-    for i, name in enumerate(columns):
-        if isinstance(table.c[name].type, DateTime):
+    stamped = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, DateTime)]
+    if stamped and not prepared:
+        by_column: list[Sequence[Any]] = list(zip(*rows, strict=True))
+        texts: dict[Any, Any] = {}
+        for i in stamped:
             by_column[i] = sqlite_texts(by_column[i], texts)
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(zip(*by_column, strict=True)))
+        rows = list(zip(*by_column, strict=True))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))
 
 
 #: Below this many rows an insert never drops indexes (the rebuild's fixed costs would dominate).
@@ -104,7 +108,7 @@ def bulk_load(
     columns: Sequence[str],
     rows: Sequence[Sequence[Any]],
     *,
-    texts: dict[Any, Any] | None = None,
+    prepared: bool = False,
 ) -> None:
     """:func:`bulk_insert`, dropping ``table``'s secondary indexes first when the rows dominate it.
 
@@ -117,7 +121,7 @@ def bulk_load(
     if rebuild:
         for index in table.indexes:
             index.drop(conn)
-    bulk_insert(conn, table, columns, rows, texts=texts)
+    bulk_insert(conn, table, columns, rows, prepared=prepared)
     if rebuild:
         for index in table.indexes:
             index.create(conn)
