@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from operator import itemgetter
@@ -20,7 +21,7 @@ from siyu.store.ops.schema import (
     persons,
     staff_relations,
 )
-from siyu.store.ops.upsert import bulk_load, sqlite_texts, sqlite_value
+from siyu.store.ops.upsert import bulk_insert, bulk_load, sqlite_texts, sqlite_value
 from siyu.timeutil import as_utc
 
 
@@ -176,35 +177,44 @@ def _apply_merges(conn: Connection, graph: IdentityGraph, trait_strategies: Mapp
 
 
 def _log_merges(conn: Connection, graph: IdentityGraph, now: datetime) -> None:
+    """Write applied and refused merges to the merge log, and applied ones to the change feed.
+
+    Tens of thousands of rows in a large import: written with :func:`bulk_insert`, JSON values
+    serialised here exactly as SQLAlchemy's JSON type does (``json.dumps``).
+    """
     rows = []
     feed = []
+    find = graph.find
     for merge in [*graph.merges, *graph.refusals]:
         rows.append(
-            {
-                "status": merge.status,
-                "from_person_id": merge.from_person_id or None,
-                "into_person_id": merge.into_person_id,
-                "reason": merge.reason,
-                "message_id": merge.message_id,
-                "identities": [list(k) for k in merge.identities],
-                "created_at": now,
-            }
+            (
+                merge.status,
+                merge.from_person_id or None,
+                merge.into_person_id,
+                merge.reason,
+                merge.message_id,
+                json.dumps([list(k) for k in merge.identities]),
+                now,
+            )
         )
         if merge.status == "applied":
+            payload = {
+                "from_person_id": merge.from_person_id,
+                "into_person_id": merge.into_person_id,
+                "reason": merge.reason,
+            }
             feed.append(
-                {
-                    "kind": "identities_merged",
-                    "person_id": graph.find(merge.into_person_id),
-                    "event_id": derived_id("merge", merge.from_person_id, merge.into_person_id),
-                    "occurred_at": merge.at,
-                    "payload": {
-                        "from_person_id": merge.from_person_id,
-                        "into_person_id": merge.into_person_id,
-                        "reason": merge.reason,
-                    },
-                }
+                (
+                    "identities_merged",
+                    find(merge.into_person_id),
+                    derived_id("merge", merge.from_person_id, merge.into_person_id),
+                    merge.at,
+                    json.dumps(payload),
+                )
             )
-    if rows:
-        conn.execute(identity_merges.insert(), rows)
-    if feed:
-        conn.execute(changes.insert(), feed)
+    bulk_insert(conn, identity_merges, _MERGE_COLUMNS, rows)
+    bulk_insert(conn, changes, _CHANGE_COLUMNS, feed)
+
+
+_MERGE_COLUMNS = ("status", "from_person_id", "into_person_id", "reason", "message_id", "identities", "created_at")
+_CHANGE_COLUMNS = ("kind", "person_id", "event_id", "occurred_at", "payload")

@@ -62,7 +62,8 @@ def bulk_insert(
     """Insert many plain rows fast: ``COPY`` on PostgreSQL, a raw ``executemany`` on SQLite.
 
     Skips SQLAlchemy's per-row parameter processing, which dominates large imports. Values must
-    be plain (str, int, datetime, None); JSON columns are not supported here. ``prepared`` says
+    be plain (str, int, datetime, None); a JSON column takes its value serialised (``json.dumps``
+    text, as SQLAlchemy's JSON type stores it). ``prepared`` says
     the rows already hold what SQLite stores (datetimes as :func:`sqlite_value` text), so they
     go to the driver as they are.
     """
