@@ -7,8 +7,9 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Connection, Engine, func, inspect, select, text
@@ -183,7 +184,7 @@ def test_dominates_counts_at_most_the_batch(ops_url: str, monkeypatch: pytest.Mo
         engine.dispose()
 
 
-def test_identities_is_a_without_rowid_table_on_sqlite_and_the_migration_keeps_rows(tmp_path) -> None:
+def test_identities_and_persons_are_without_rowid_tables_on_sqlite_and_the_migration_keeps_rows(tmp_path) -> None:
     from alembic import command
 
     engine = make_engine(f"sqlite:///{tmp_path / 'ops.sqlite'}")
@@ -193,20 +194,31 @@ def test_identities_is_a_without_rowid_table_on_sqlite_and_the_migration_keeps_r
             conn.exec_driver_sql(
                 "INSERT INTO identities VALUES ('phone', '+8613800000000', 'p1', '2025-01-01 00:00:00.000000')"
             )
+            conn.exec_driver_sql(
+                "INSERT INTO persons (id, created_at, merged_into) VALUES ('p1', '2025-01-01 00:00:00.000000', 'p0')"
+            )
 
-        def ddl() -> str:
+        def without_rowid() -> dict[str, bool]:
             with engine.connect() as conn:
-                return conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'identities'")).scalar_one()
+                rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE name IN ('identities', 'persons')"))
+                return {name: "WITHOUT ROWID" in sql for name, sql in rows}
 
-        assert "WITHOUT ROWID" not in ddl()
+        def contents() -> list[Any]:
+            with engine.connect() as conn:
+                return [conn.execute(select(t)).all() for t in (identities, persons)]
+
+        before = contents()
+        assert without_rowid() == {"identities": False, "persons": False}
         upgrade(engine)
-        assert "WITHOUT ROWID" in ddl()
+        assert without_rowid() == {"identities": True, "persons": True}
+        assert contents() == before
         assert index_names(engine, "identities") == {"ix_identities_person_type"}
+        assert index_names(engine, "persons") == {"ix_persons_merged_into", "ix_persons_owner_staff_id"}
         command.downgrade(alembic_config(engine), "0001")
-        assert "WITHOUT ROWID" not in ddl()
+        assert without_rowid() == {"identities": False, "persons": False}
+        assert contents() == before
         upgrade(engine)
-        with engine.connect() as conn:
-            assert conn.execute(select(identities.c.person_id)).scalars().all() == ["p1"]
+        assert contents() == before
     finally:
         engine.dispose()
 
@@ -258,3 +270,26 @@ def test_id_source_hands_out_unique_uuid7s_in_batches_under_demand_and_singly_ot
     lone._expires = 0
     one = lone()
     assert uuid.UUID(one).version == 7 and lone._ready == []
+
+
+# -- timestamps as SQLite text ------------------------------------------------------------------
+def test_vectorised_sqlite_texts_match_sqlite_value_including_folds_zones_and_naive_values() -> None:
+    berlin, shanghai = ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Shanghai")
+    values = [
+        datetime(2025, 1, 1, 12, 0, 0, 5),
+        datetime(2025, 1, 1, 12, 0, 0, 5, tzinfo=UTC),
+        datetime(2025, 1, 1, tzinfo=ZoneInfo("UTC")),
+        datetime(2025, 10, 26, 2, 30, tzinfo=berlin),
+        datetime(2025, 10, 26, 2, 30, fold=1, tzinfo=berlin),  # equal to the one above, an hour later
+        datetime(1990, 9, 16, 23, 30, tzinfo=shanghai),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+        datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=8))),
+        None,
+        "2025-01-01 00:00:00.000000",
+    ]
+    expected = [upsert.sqlite_value(v) for v in values]
+    assert expected[3] != expected[4]
+    assert upsert.sqlite_texts(values) == expected
+    assert upsert.sqlite_texts(values * 3) == expected * 3

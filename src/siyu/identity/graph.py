@@ -172,6 +172,13 @@ class IdentityGraph:
             # Fast path (most messages of a first import): a new person whose identities all have
             # different types cannot break a limit of one or more, so attach them all at once.
             # Anything else (two values of one type, a zero limit) takes the checked path below.
+            if len(unknown) == 1:  # the commonest message of all: one new identity
+                key = unknown[0]
+                if key[0] not in self._zero_limits:
+                    self.held[person] = {key[0]: {key[1]}}
+                    owner[key] = person
+                    self.new_identities[key] = entry
+                    return person
             types = {t for t, _ in unknown}
             if len(types) == len(unknown) and not (types & self._zero_limits):
                 self.held[person] = {t: {v} for t, v in unknown}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -21,7 +22,7 @@ from siyu.store.ops.schema import (
     persons,
     staff_relations,
 )
-from siyu.store.ops.upsert import bulk_insert, bulk_load, sqlite_texts, sqlite_value
+from siyu.store.ops.upsert import bulk_insert, bulk_load, remember_sqlite_texts, sqlite_text, sqlite_value
 from siyu.timeutil import as_utc
 
 
@@ -39,7 +40,10 @@ def write_graph(
     """
     # On SQLite the rows are built as stored (timestamps as text), converting each distinct
     # timestamp once: a message's time recurs in its identities and its person's first/last seen.
-    texts: dict[Any, Any] | None = {} if conn.dialect.name == "sqlite" else None
+    texts: dict[Any, Any] | None = None
+    if conn.dialect.name == "sqlite":
+        texts = {now: sqlite_value(now)}
+        remember_sqlite_texts(itertools.chain(_stamps(graph), (t for span in seen.values() for t in span)), texts)
     bulk_load(conn, persons, _PERSON_COLUMNS, _person_rows(graph, seen, now, texts), prepared=True)
     bulk_load(conn, identities, _IDENTITY_COLUMNS, _identity_rows(graph, texts), prepared=True)
     _apply_merges(conn, graph, trait_strategies)
@@ -52,28 +56,29 @@ _PERSON_COLUMNS = ("id", "created_at", "first_seen", "last_seen", "merged_into")
 _IDENTITY_COLUMNS = ("type", "value", "person_id", "first_seen")
 
 
+def _stamps(graph: IdentityGraph) -> Iterator[datetime]:
+    yield from graph.new_persons.values()
+    for _, at in graph.new_identities.values():
+        yield at
+
+
 def _person_rows(
     graph: IdentityGraph,
     seen: Mapping[str, tuple[datetime, datetime]],
     now: datetime,
     texts: dict[Any, Any] | None,
 ) -> list[tuple[Any, ...]]:
-    """Rows of the new persons; timestamps as SQLite text when ``texts`` (a memo) is given."""
+    """Rows of the new persons; timestamps as their SQLite text in ``texts`` when given."""
     parent, find = graph.parent, graph.find
-    created: Any = now
-    if texts is not None:
-        created = sqlite_value(now)
-        firsts_lasts = sqlite_texts((t for span in seen.values() for t in span), texts)
-        seen = {pid: (firsts_lasts[2 * i], firsts_lasts[2 * i + 1]) for i, pid in enumerate(seen)}
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for pid, at in graph.new_persons.items():
         root = find(pid) if pid in parent else pid
-        span = seen.get(root)
-        if span is None:  # a person created without a sighting of its own (never in practice)
-            first = last = at if texts is None else sqlite_texts([at], texts)[0]
+        first, last = seen.get(root) or (at, at)
+        merged = root if root != pid else None
+        if texts is None:
+            rows.append((pid, now, first, last, merged))
         else:
-            first, last = span
-        rows.append((pid, created, first, last, root if root != pid else None))
+            rows.append((pid, sqlite_text(now, texts), sqlite_text(first, texts), sqlite_text(last, texts), merged))
     return rows
 
 
@@ -83,21 +88,19 @@ def _identity_rows(graph: IdentityGraph, texts: dict[Any, Any] | None) -> list[t
     In key order the primary-key B-tree grows at its end instead of at random pages. Sorting each
     type's rows by value alone compares plain strings (Python's fast path), several times faster
     than sorting (type, value) tuples; code-point order is also SQLite's BINARY order of UTF-8.
-    Timestamps become SQLite text when ``texts`` (a memo) is given.
+    Timestamps as their SQLite text in ``texts`` when given.
     """
     parent, find = graph.parent, graph.find
     by_type: dict[str, list[tuple[Any, ...]]] = {}
     for (t, v), (pid, at) in graph.new_identities.items():
         if pid in parent:
             pid = find(pid)
-        if texts is not None:
-            text_ = texts.get(at)
-            if text_ is None:
-                text_ = texts[at] = sqlite_value(at)
-            at = text_
         rows = by_type.get(t)
         if rows is None:
             rows = by_type[t] = []
+        if texts is not None:
+            text_ = texts.get(at)
+            at = sqlite_value(at) if text_ is None else text_
         rows.append((t, v, pid, at))
     out: list[tuple[Any, ...]] = []
     for t in sorted(by_type):

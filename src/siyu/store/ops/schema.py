@@ -37,6 +37,8 @@ persons = Table(
     Column("last_seen", TS),
     Column("merged_into", ID, index=True, comment="set when this person was merged into another"),
     Column("owner_staff_id", String(64), index=True),
+    # SQLite: rows live in the primary key's B-tree (ids are time-ordered: new rows append).
+    sqlite_with_rowid=False,
 )
 
 identities = Table(

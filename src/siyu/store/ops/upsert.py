@@ -1,11 +1,13 @@
-"""Dialect-aware ``INSERT … ON CONFLICT`` for SQLite and PostgreSQL."""
+"""Dialect-aware ``INSERT … ON CONFLICT`` and bulk inserts for SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pyarrow as pa
 from sqlalchemy import Connection, DateTime, Table, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -34,21 +36,48 @@ def sqlite_value(value: Any) -> Any:
     return value
 
 
+#: tzinfo objects that are UTC (``zoneinfo`` caches its zones, so ``ZoneInfo("UTC")`` is one object).
+_UTC_ZONES = frozenset({None, UTC, ZoneInfo("UTC")})
+
+
+def remember_sqlite_texts(values: Iterable[Any], texts: dict[Any, Any]) -> None:
+    """Add :func:`sqlite_value` of each distinct value not yet in the memo ``texts``.
+
+    Datetimes are converted in one vectorised pass (pyarrow, ~0.5 µs each); ``isoformat`` costs
+    1–2.5 µs a value (a ``zoneinfo`` UTC offset lookup each). Same text either way: UTC, naive
+    values as they are, six fractional digits. Only naive and UTC datetimes are remembered: two
+    aware values of one zone that differ only in ``fold`` compare equal but are different
+    instants, so other zones' values are left to :func:`sqlite_text`.
+    """
+    missing = [v for v in dict.fromkeys(values) if v not in texts]
+    stamps = [v for v in missing if isinstance(v, datetime) and v.tzinfo in _UTC_ZONES]
+    if stamps:
+        try:
+            as_utc = pa.array(stamps, type=pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us"))
+            texts.update(zip(stamps, as_utc.cast(pa.string()).to_pylist(), strict=True))
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):  # e.g. nanosecond values
+            texts.update((v, sqlite_value(v)) for v in stamps)
+    texts.update((v, sqlite_value(v)) for v in missing if not isinstance(v, datetime))
+
+
+def sqlite_text(value: Any, texts: dict[Any, Any]) -> Any:
+    """:func:`sqlite_value` of ``value``, from the memo ``texts`` when it is there."""
+    text_ = texts.get(value)
+    return sqlite_value(value) if text_ is None else text_
+
+
 def sqlite_texts(values: Iterable[Any], texts: dict[Any, Any] | None = None) -> list[Any]:
     """:func:`sqlite_value` of each value, converting each distinct datetime once.
 
     Rows written together share timestamps (every identity of a message, ``created_at`` of a whole
-    batch), and turning a datetime into text costs ~1 µs: the memo ``texts`` (which a caller
-    preparing several tables' rows may share) converts each distinct value once.
+    batch): the memo ``texts`` (which a caller preparing several tables' rows may share) holds
+    each distinct value's text.
     """
+    values = values if isinstance(values, list) else list(values)
     texts = {} if texts is None else texts
-    out = []
-    for value in values:
-        text_ = texts.get(value)
-        if text_ is None:
-            text_ = texts[value] = sqlite_value(value)
-        out.append(text_)
-    return out
+    remember_sqlite_texts(values, texts)
+    get = texts.get
+    return [sqlite_value(v) if (t := get(v)) is None else t for v in values]
 
 
 def bulk_insert(
