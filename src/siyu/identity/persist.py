@@ -79,6 +79,9 @@ def _person_rows(
             rows.append((pid, now, first, last, merged))
         else:
             rows.append((pid, sqlite_text(now, texts), sqlite_text(first, texts), sqlite_text(last, texts), merged))
+    # In id order the primary key grows at its end. Ids from IdSource are nearly sorted already,
+    # which Python's sort detects in one linear pass.
+    rows.sort(key=itemgetter(0))
     return rows
 
 
