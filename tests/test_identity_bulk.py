@@ -293,3 +293,21 @@ def test_vectorised_sqlite_texts_match_sqlite_value_including_folds_zones_and_na
     assert expected[3] != expected[4]
     assert upsert.sqlite_texts(values) == expected
     assert upsert.sqlite_texts(values * 3) == expected * 3
+
+
+@pytest.mark.parametrize("n", [1, 49, 50, 51, 237])
+def test_bulk_insert_writes_every_row_once_across_statement_and_call_boundaries(
+    ops_url: str, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    monkeypatch.setattr(upsert, "_STATEMENTS_PER_CALL", 2)  # 100 rows a call: several calls for 237
+    engine = make_engine(ops_url)
+    upgrade(engine)
+    try:
+        rows = [("phone", f"+86{i:011d}", f"p{i % 7}", T0 + timedelta(seconds=i)) for i in range(n)]
+        with engine.begin() as conn:
+            upsert.bulk_insert(conn, identities, ("type", "value", "person_id", "first_seen"), rows)
+        with engine.connect() as conn:
+            stored = conn.execute(select(identities).order_by(identities.c.value)).all()
+        assert [(t, v, p, f.replace(tzinfo=UTC) if f.tzinfo is None else f) for t, v, p, f in stored] == rows
+    finally:
+        engine.dispose()
