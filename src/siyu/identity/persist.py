@@ -57,7 +57,7 @@ _IDENTITY_COLUMNS = ("type", "value", "person_id", "first_seen")
 
 
 def _stamps(graph: IdentityGraph) -> Iterator[datetime]:
-    yield from graph.new_persons.values()
+    """When the new identities were first seen (persons' own times are their sightings' spans)."""
     for _, at in graph.new_identities.values():
         yield at
 
