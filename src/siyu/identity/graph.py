@@ -25,7 +25,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select
 
-from siyu.ids import new_id
+from siyu.ids import IdSource
 from siyu.store.ops.schema import identities
 
 Key = tuple[str, str]
@@ -34,6 +34,7 @@ Key = tuple[str, str]
 _OWNERS_OF = select(identities.c.person_id).where(
     identities.c.type == bindparam("t"), identities.c.value.in_(bindparam("vals", expanding=True))
 )
+_ANY_IDENTITY = select(identities.c.type).limit(1)
 _ALL_IDENTITIES = select(identities.c.type, identities.c.value, identities.c.person_id)
 _IDENTITIES_OF = select(identities.c.type, identities.c.value, identities.c.person_id).where(
     identities.c.person_id.in_(bindparam("pids", expanding=True))
@@ -75,7 +76,7 @@ class IdentityGraph:
     """Working set of the identity graph for one batch of messages."""
 
     rules: IdentityRules
-    make_id: Callable[[], str] = new_id
+    make_id: Callable[[], str] = field(default_factory=IdSource)
     owner: dict[Key, str] = field(default_factory=dict)
     held: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     parent: dict[str, str] = field(default_factory=dict)
@@ -84,12 +85,18 @@ class IdentityGraph:
     merges: list[Merge] = field(default_factory=list)
     refusals: list[Merge] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Types that take no value at all: a new person holding one of them needs the checked path.
+        self._zero_limits = frozenset(t for t, n in self.rules.limits.items() if n < 1)
+
     # -- loading ------------------------------------------------------------------------------
     def load(self, conn: Connection, keys: Iterable[Key], chunk: int = 5000, scan_above: int = 20_000) -> None:
         """Read the owners of ``keys`` and every identity of those owners.
 
         Past ``scan_above`` keys one pass over the identity table beats many IN lists.
         """
+        if conn.execute(_ANY_IDENTITY).first() is None:
+            return  # an empty store (a first import) knows none of them: skip collecting the keys
         wanted = {k for k in keys if k not in self.owner}
         if len(wanted) > scan_above:
             owners = {p for t, v, p in conn.execute(_ALL_IDENTITIES).yield_per(50_000) if (t, v) in wanted}
@@ -136,34 +143,65 @@ class IdentityGraph:
 
     def resolve(self, keys: list[Key], at: datetime, message_id: str | None = None) -> str:
         """The person for one message's identities (``keys`` must be in priority order)."""
+        owner = self.owner
+        parent = self.parent
         person: str | None = None
-        unknown: list[Key] = []
+        unknown: list[Key] | None = None
         for key in keys:
-            found = self.owner.get(key)
+            found = owner.get(key)
             if found is None:
-                unknown.append(key)
+                if unknown is None:
+                    unknown = [key]
+                else:
+                    unknown.append(key)
                 continue
-            found = self.find(found)
+            if found in parent:
+                found = self.find(found)
             if person is None or found == person:
                 person = found
                 continue
             self._merge(found, person, keys, at, message_id)
+        if person is not None and unknown is None:
+            return person  # every identity known: nothing to attach
+        unknown = unknown or []
+        entry: tuple[str, datetime]
         if person is None:
             person = self.make_id()
             self.new_persons[person] = at
+            entry = (person, at)
+            # Fast path (most messages of a first import): a new person whose identities all have
+            # different types cannot break a limit of one or more, so attach them all at once.
+            # Anything else (two values of one type, a zero limit) takes the checked path below.
+            if len(unknown) == 1:  # the commonest message of all: one new identity
+                key = unknown[0]
+                if key[0] not in self._zero_limits:
+                    self.held[person] = {key[0]: {key[1]}}
+                    owner[key] = person
+                    self.new_identities[key] = entry
+                    return person
+            types = {t for t, _ in unknown}
+            if len(types) == len(unknown) and not (types & self._zero_limits):
+                self.held[person] = {t: {v} for t, v in unknown}
+                new_identities = self.new_identities
+                for key in unknown:
+                    owner[key] = person
+                    new_identities[key] = entry
+                return person
             self.held[person] = {}
+        else:
+            entry = (person, at)
         held = self.held[person]
+        limits = self.rules.limits
         for key in unknown:
             t, v = key
             values = held.setdefault(t, set())
-            if len(values) >= self.rules.limits.get(t, 1_000_000):
+            if len(values) >= limits.get(t, 1_000_000):
                 self.refusals.append(
                     Merge(
                         "refused",
                         "",
                         person,
-                        f"{t}={v} not attached: the person already has {len(values)} {t} value(s) "
-                        f"(limit {self.rules.limits[t]})",
+                        f"{t}={v} not attached: the person already has {len(values)} {t} value(s) (limit {limits[t]})",
                         message_id,
                         list(keys),
                         at,
@@ -171,8 +209,8 @@ class IdentityGraph:
                 )
                 continue
             values.add(v)
-            self.owner[key] = person
-            self.new_identities[key] = (person, at)
+            owner[key] = person
+            self.new_identities[key] = entry
         return person
 
     def _merge(self, other: str, person: str, keys: list[Key], at: datetime, message_id: str | None) -> None:

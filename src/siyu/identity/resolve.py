@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from siyu.identity.graph import IdentityGraph, IdentityRules, Key
 from siyu.identity.persist import write_graph
-from siyu.ids import new_id
+from siyu.ids import IdSource
 from siyu.perf import gc_paused
 
 
@@ -46,11 +46,14 @@ def resolve_sightings(
     *,
     trait_strategies: Mapping[str, str],
     now: datetime,
-    make_id: Callable[[], str] = new_id,
+    make_id: Callable[[], str] | None = None,
 ) -> Resolution:
-    """Resolve ``sightings`` in order and write the outcome in ``conn``'s transaction."""
+    """Resolve ``sightings`` in order and write the outcome in ``conn``'s transaction.
+
+    New persons get ids from ``make_id`` (default: an :class:`~siyu.ids.IdSource`).
+    """
     with gc_paused():
-        graph = IdentityGraph(rules, make_id)
+        graph = IdentityGraph(rules, make_id if make_id is not None else IdSource())
         graph.load(conn, {k for s in sightings for k in s.keys})
         raw = [graph.resolve(s.keys, s.first, s.message_id) for s in sightings]
         people = [graph.find(p) for p in raw]

@@ -23,7 +23,7 @@ from siyu.config import Settings
 from siyu.identity.graph import IdentityRules, Key
 from siyu.identity.resolve import Resolution, Sighting, resolve_sightings
 from siyu.identity.traits import TraitUpdate, apply_trait_updates
-from siyu.ids import derived_id, new_id
+from siyu.ids import IdSource, derived_id
 from siyu.ingest.tracking_plan import TrackingPlan
 from siyu.ingest.validate import PreparedMessage, PreparedOrder, Validator
 from siyu.perf import gc_paused
@@ -112,13 +112,13 @@ class Ingestor:
         engine: Engine,
         events: EventStore,
         *,
-        make_id: Callable[[], str] = new_id,
+        make_id: Callable[[], str] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.events = events
-        self.make_id = make_id
+        self.make_id = make_id if make_id is not None else IdSource()  # ids for new persons
         self.now = now
         self.plan = TrackingPlan(engine)
         self.validator = Validator(settings, self.plan, now)

@@ -37,6 +37,8 @@ persons = Table(
     Column("last_seen", TS),
     Column("merged_into", ID, index=True, comment="set when this person was merged into another"),
     Column("owner_staff_id", String(64), index=True),
+    # SQLite: rows live in the primary key's B-tree (ids are time-ordered: new rows append).
+    sqlite_with_rowid=False,
 )
 
 identities = Table(
@@ -46,6 +48,8 @@ identities = Table(
     Column("value", String(256), primary_key=True),
     Column("person_id", ID, nullable=False),
     Column("first_seen", TS, nullable=False),
+    # SQLite: rows live in the primary key's B-tree (one tree to search and to bulk-load, not two).
+    sqlite_with_rowid=False,
 )
 
 identity_merges = Table(

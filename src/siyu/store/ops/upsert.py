@@ -1,12 +1,15 @@
-"""Dialect-aware ``INSERT … ON CONFLICT`` for SQLite and PostgreSQL."""
+"""Dialect-aware ``INSERT … ON CONFLICT`` and bulk inserts for SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, DateTime, Table
+import pyarrow as pa
+from sqlalchemy import Connection, DateTime, Table, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -34,11 +37,65 @@ def sqlite_value(value: Any) -> Any:
     return value
 
 
-def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+#: tzinfo objects that are UTC (``zoneinfo`` caches its zones, so ``ZoneInfo("UTC")`` is one object).
+_UTC_ZONES = frozenset({None, UTC, ZoneInfo("UTC")})
+
+
+def remember_sqlite_texts(values: Iterable[Any], texts: dict[Any, Any]) -> None:
+    """Add :func:`sqlite_value` of each distinct value not yet in the memo ``texts``.
+
+    Datetimes are converted in one vectorised pass (pyarrow, ~0.5 µs each); ``isoformat`` costs
+    1–2.5 µs a value (a ``zoneinfo`` UTC offset lookup each). Same text either way: UTC, naive
+    values as they are, six fractional digits. Only naive and UTC datetimes are remembered: two
+    aware values of one zone that differ only in ``fold`` compare equal but are different
+    instants, so other zones' values are left to :func:`sqlite_text`.
+    """
+    missing = [v for v in dict.fromkeys(values) if v not in texts]
+    stamps = [v for v in missing if isinstance(v, datetime) and v.tzinfo in _UTC_ZONES]
+    if stamps:
+        try:
+            as_utc = pa.array(stamps, type=pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us"))
+            texts.update(zip(stamps, as_utc.cast(pa.string()).to_pylist(), strict=True))
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):  # e.g. nanosecond values
+            texts.update((v, sqlite_value(v)) for v in stamps)
+    texts.update((v, sqlite_value(v)) for v in missing if not isinstance(v, datetime))
+
+
+def sqlite_text(value: Any, texts: dict[Any, Any]) -> Any:
+    """:func:`sqlite_value` of ``value``, from the memo ``texts`` when it is there."""
+    text_ = texts.get(value)
+    return sqlite_value(value) if text_ is None else text_
+
+
+def sqlite_texts(values: Iterable[Any], texts: dict[Any, Any] | None = None) -> list[Any]:
+    """:func:`sqlite_value` of each value, converting each distinct datetime once.
+
+    Rows written together share timestamps (every identity of a message, ``created_at`` of a whole
+    batch): the memo ``texts`` (which a caller preparing several tables' rows may share) holds
+    each distinct value's text.
+    """
+    values = values if isinstance(values, list) else list(values)
+    texts = {} if texts is None else texts
+    remember_sqlite_texts(values, texts)
+    get = texts.get
+    return [sqlite_value(v) if (t := get(v)) is None else t for v in values]
+
+
+def bulk_insert(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    prepared: bool = False,
+) -> None:
     """Insert many plain rows fast: ``COPY`` on PostgreSQL, a raw ``executemany`` on SQLite.
 
     Skips SQLAlchemy's per-row parameter processing, which dominates large imports. Values must
-    be plain (str, int, datetime, None); JSON columns are not supported here.
+    be plain (str, int, datetime, None); a JSON column takes its value serialised (``json.dumps``
+    text, as SQLAlchemy's JSON type stores it). ``prepared`` says
+    the rows already hold what SQLite stores (datetimes as :func:`sqlite_value` text), so they
+    go to the driver as they are.
     """
     if not rows:
         return
@@ -50,8 +107,74 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
                 copy.write_row(row)
         return
     marks = ", ".join("?" for _ in columns)
-    by_column = list(zip(*rows, strict=True))
-    for i, name in enumerate(columns):
-        if isinstance(table.c[name].type, DateTime):
-            by_column[i] = tuple(map(sqlite_value, by_column[i]))
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(zip(*by_column, strict=True)))
+    stamped = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, DateTime)]
+    if stamped and not prepared:
+        by_column: list[Sequence[Any]] = list(zip(*rows, strict=True))
+        texts: dict[Any, Any] = {}
+        for i in stamped:
+            by_column[i] = sqlite_texts(by_column[i], texts)
+        rows = list(zip(*by_column, strict=True))
+    _sqlite_insert_many(conn, f"INSERT INTO {table.name} ({cols}) VALUES ", f"({marks})", len(columns), rows)
+
+
+#: Rows per statement of a multi-row ``INSERT … VALUES (…), (…)`` on SQLite, and statements per
+#: ``executemany`` call (bounding the flattened parameter lists held at once).
+_ROWS_PER_STATEMENT = 50
+_STATEMENTS_PER_CALL = 1000
+
+
+def _sqlite_insert_many(conn: Connection, head: str, one: str, width: int, rows: Sequence[Sequence[Any]]) -> None:
+    """``executemany`` of multi-row inserts: ~30 % less CPU than one statement execution a row
+    (measured: 1M identity rows, 1.44 s → 1.0 s), the per-execution overhead being shared by 50 rows."""
+    per = min(_ROWS_PER_STATEMENT, 32_000 // width)  # SQLite allows 32,766 parameters a statement
+    full = len(rows) // per * per
+    if full:
+        sql = head + ", ".join([one] * per)
+        step = per * width
+        block = per * _STATEMENTS_PER_CALL
+        for start in range(0, full, block):
+            flat = list(itertools.chain.from_iterable(rows[start : min(start + block, full)]))
+            conn.exec_driver_sql(sql, [tuple(flat[i : i + step]) for i in range(0, len(flat), step)])
+    if full < len(rows):
+        conn.exec_driver_sql(head + one, [tuple(r) for r in rows[full:]])
+
+
+#: Below this many rows an insert never drops indexes (the rebuild's fixed costs would dominate).
+BULK_LOAD_MIN_ROWS = 50_000
+
+
+def dominates(conn: Connection, table: Table, n_rows: int) -> bool:
+    """Whether inserting ``n_rows`` at least doubles ``table`` (counting at most ``n_rows`` rows).
+
+    Then building its secondary indexes afterwards, in one sorted pass each, is cheaper than
+    updating them row by row at random places.
+    """
+    if n_rows < BULK_LOAD_MIN_ROWS:
+        return False
+    bounded = select(func.count()).select_from(select(literal(1)).select_from(table).limit(n_rows).subquery())
+    return int(conn.execute(bounded).scalar_one()) < n_rows
+
+
+def bulk_load(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    prepared: bool = False,
+) -> None:
+    """:func:`bulk_insert`, dropping ``table``'s secondary indexes first when the rows dominate it.
+
+    On SQLite only: the writer already holds the database's only write lock and readers keep their
+    snapshot (with the indexes) until the commit, so nobody sees the table without them. On
+    PostgreSQL ``DROP INDEX`` would lock the table against every reader until the commit.
+    The indexes are rebuilt in the same transaction, so a rollback restores them too.
+    """
+    rebuild = conn.dialect.name == "sqlite" and bool(table.indexes) and dominates(conn, table, len(rows))
+    if rebuild:
+        for index in table.indexes:
+            index.drop(conn)
+    bulk_insert(conn, table, columns, rows, prepared=prepared)
+    if rebuild:
+        for index in table.indexes:
+            index.create(conn)
