@@ -5,12 +5,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 
 from siyu import __version__
 from siyu.api import admin, ingest, persons
+from siyu.api.checkpool import CheckPool
 from siyu.api.deps import ApiError, RuntimeDep, api_error_handler, validation_error_handler
 from siyu.config import Settings
 from siyu.profiles.service import stats
@@ -30,9 +32,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or Runtime.open(settings)
+        pool = CheckPool(settings, settings.ingest_workers) if settings.ingest_workers > 0 else None
+        app.state.check_pool = pool
         try:
+            if pool is not None:
+                await run_in_threadpool(pool.warm_up)
             yield
         finally:
+            if pool is not None:
+                pool.close()
             if owned:
                 app.state.runtime.close()
 

@@ -21,7 +21,7 @@ from siyu.config import Settings
 from siyu.identity.graph import IdentityRules, Key
 from siyu.identity.normalize import IdentityScreen, IdentityValueError
 from siyu.ingest.schemas import Message, Order
-from siyu.ingest.tracking_plan import TrackingPlan
+from siyu.ingest.tracking_plan import CompiledPlan
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -83,7 +83,7 @@ class Validator:
     def __init__(
         self,
         settings: Settings,
-        plan: TrackingPlan | None = None,
+        plan: CompiledPlan | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -201,10 +201,10 @@ class Validator:
         return not problems
 
     # -- messages -----------------------------------------------------------------------------
-    def messages(self, raws: Sequence[Any], *, first_index: int = 0) -> Checked:
-        """Check a batch of messages."""
+    def messages(self, raws: Sequence[Any], *, first_index: int = 0, now: datetime | None = None) -> Checked:
+        """Check a batch of messages (``now``, default ``self.now()``, bounds future timestamps)."""
         out = Checked()
-        now = self.now()
+        now = now or self.now()
         strict = self.settings.tracking_plan_mode == "strict"
         for offset, raw in enumerate(raws):
             index = first_index + offset
