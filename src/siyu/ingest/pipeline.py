@@ -188,25 +188,23 @@ class Ingestor:
             if m.previous_id is not None and m.previous_id in known:
                 old: Key = ("anonymous_id", m.previous_id)
                 m.keys = self.rules.sort(("user_id", m.previous_id) if k == old else k for k in m.keys)
+                m.identities_json = None  # encoded from the old keys
 
     @staticmethod
     def _event_table(fresh: Sequence[PreparedMessage], people: Sequence[str], source: str, now: datetime) -> pa.Table:
-        props = []
         for m in fresh:
-            body: dict[str, Any] = dict(m.properties)
-            if m.traits is not None:
-                body = {"traits": m.traits, **({"properties": m.properties} if m.properties else {})}
-            props.append(orjson.dumps(body).decode())
+            if m.properties_json is None or m.identities_json is None:
+                m.encode()
         cols = {
             "event_id": [m.message_id for m in fresh],
             "person_id": list(people),
             "identity_type": [m.keys[0][0] for m in fresh],
             "identity_value": [m.keys[0][1] for m in fresh],
-            "identities": [_identities_json(m.keys) for m in fresh],
+            "identities": [m.identities_json for m in fresh],
             "message_type": [m.type for m in fresh],
             "name": [m.name for m in fresh],
             "ts": [m.ts for m in fresh],
-            "properties": props,
+            "properties": [m.properties_json for m in fresh],
             "source": [source] * len(fresh),
             "received_at": [now] * len(fresh),
         }

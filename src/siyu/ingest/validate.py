@@ -54,6 +54,18 @@ class PreparedMessage:
     properties: dict[str, Any]
     traits: dict[str, Any] | None = None
     previous_id: str | None = None
+    # The JSON the event store keeps (filled by the write path, or ahead of it by a batch-check
+    # worker process, see siyu.api.checkpool); None means not encoded yet.
+    properties_json: str | None = None
+    identities_json: str | None = None
+
+    def encode(self) -> None:
+        """Fill :attr:`properties_json` and :attr:`identities_json` from the fields."""
+        body: dict[str, Any] = self.properties
+        if self.traits is not None:
+            body = {"traits": self.traits, **({"properties": self.properties} if self.properties else {})}
+        self.properties_json = orjson.dumps(body).decode()
+        self.identities_json = orjson.dumps(self.keys).decode()
 
 
 @dataclass
