@@ -9,12 +9,13 @@ replaced without losing a batch.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import pytest
 
-from helpers import WRITE, at, track
+from helpers import WRITE, at, identify, track
 from siyu.config import Settings
 from test_hostile_input import *  # noqa: F403  (re-run here through the worker processes)
 from test_ingest_api import *  # noqa: F403
@@ -58,3 +59,19 @@ def test_a_dead_worker_is_replaced_and_no_batch_is_lost(api) -> None:
         assert r.json()["accepted"] == 1
     assert api.runtime.events.counts()["events"] == 4
     assert _worker_pids(api)
+
+
+def test_stored_json_encoded_by_the_worker_matches_the_message(api) -> None:
+    api.batch([identify(userId="old-user", traits={"plan": "gold"}, timestamp=at(0))])
+    api.batch([track("clicked", anonymousId="dev-9", properties={"sku": "A-1", "n": 2}, timestamp=at(1))])
+    # previousId is a known user id: the writer rewrites the keys the worker encoded.
+    api.batch(
+        [{"type": "alias", "messageId": "al-1", "anonymousId": "dev-9", "previousId": "old-user", "timestamp": at(2)}]
+    )
+    rows = {
+        name: (json.loads(props), json.loads(ids))
+        for name, props, ids in api.duck("SELECT name, properties, identities FROM events WHERE source = 'api'")
+    }
+    assert rows["$identify"] == ({"traits": {"plan": "gold"}}, [["user_id", "old-user"]])
+    assert rows["clicked"] == ({"sku": "A-1", "n": 2}, [["anonymous_id", "dev-9"]])
+    assert rows["$alias"] == ({}, [["user_id", "old-user"], ["anonymous_id", "dev-9"]])
