@@ -133,15 +133,19 @@ class Ingestor:
         """Store checked messages (duplicates by ``messageId`` are counted and skipped)."""
         result = IngestResult()
         with self.events.write_lock, gc_paused():
-            existing = self.events.existing_event_ids([m.message_id for m in prepared])
+            ids = [m.message_id for m in prepared]
+            hashes = self.events.event_id_hashes(ids)
+            existing = self.events.existing_event_ids(ids, hashes)
             fresh: list[PreparedMessage] = []
+            keep: list[int] = []
             batch_ids: set[str] = set()
-            for m in prepared:
+            for i, m in enumerate(prepared):
                 if m.message_id in existing or m.message_id in batch_ids:
                     result.duplicates += 1
                     continue
                 batch_ids.add(m.message_id)
                 fresh.append(m)
+                keep.append(i)
             if not fresh:
                 return result
             now = self.now()
@@ -160,7 +164,7 @@ class Ingestor:
             result.count(resolution)
             table = self._event_table(fresh, people, source, now)
             with self.events.transaction() as con:
-                self.events.append_events(con, table)
+                self.events.append_events(con, table, hashes[keep])
                 apply_changes(self.engine, self.events, con)
         return result
 
