@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
+from fastapi.testclient import TestClient
 
 from helpers import WRITE, at, identify, track
+from siyu.api.app import create_app
+from siyu.api.checkpool import CheckPool
 from siyu.config import Settings
 from test_hostile_input import *  # noqa: F403  (re-run here through the worker processes)
 from test_ingest_api import *  # noqa: F403
@@ -75,3 +79,15 @@ def test_stored_json_encoded_by_the_worker_matches_the_message(api) -> None:
     assert rows["$identify"] == ({"traits": {"plan": "gold"}}, [["user_id", "old-user"]])
     assert rows["clicked"] == ({"sku": "A-1", "n": 2}, [["anonymous_id", "dev-9"]])
     assert rows["$alias"] == ({}, [["user_id", "old-user"], ["anonymous_id", "dev-9"]])
+
+
+def test_workers_that_cannot_start_leave_checking_in_the_request_thread(settings, runtime, monkeypatch) -> None:
+    def fail(self) -> None:
+        raise BrokenProcessPool("cannot start here")
+
+    monkeypatch.setattr(CheckPool, "warm_up", fail)
+    with TestClient(create_app(settings, runtime), raise_server_exceptions=False) as client:
+        assert client.app.state.check_pool is None
+        r = client.post("/v1/batch", json={"batch": [track("clicked", userId="U-1", timestamp=at(1))]}, headers=WRITE)
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 1

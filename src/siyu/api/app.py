@@ -32,11 +32,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or Runtime.open(settings)
-        pool = CheckPool(settings, settings.ingest_workers) if settings.ingest_workers > 0 else None
+        pool = await run_in_threadpool(CheckPool.start, settings)
         app.state.check_pool = pool
         try:
-            if pool is not None:
-                await run_in_threadpool(pool.warm_up)
             yield
         finally:
             if pool is not None:

@@ -99,6 +99,21 @@ class CheckPool:
         self.workers = workers
         self._pool = self._start()
 
+    @classmethod
+    def start(cls, settings: Settings) -> CheckPool | None:
+        """A started pool of ``settings.ingest_workers`` processes, or None (0 workers, or they
+        cannot start here: batches are then checked in the request thread, as with 0)."""
+        if settings.ingest_workers < 1:
+            return None
+        pool = cls(settings, settings.ingest_workers)
+        try:
+            pool.warm_up()
+        except Exception:  # e.g. an embedding script whose __main__ cannot be re-imported
+            log.warning("batch-check worker processes did not start; checking batches in-thread", exc_info=True)
+            pool.close()
+            return None
+        return pool
+
     def _start(self) -> ProcessPoolExecutor:
         # forkserver: workers fork from a clean helper process (never from the server with its
         # DuckDB and event-loop threads), and the helper imports this module once, so starting
