@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import pickle
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import fields
@@ -23,6 +24,7 @@ from siyu.api.deps import ApiError, body_items, parse_json
 from siyu.config import Settings
 from siyu.ingest.tracking_plan import CompiledPlan
 from siyu.ingest.validate import Checked, PreparedMessage, Validator
+from siyu.perf import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 # (a tuple pickles about twice as fast as a dataclass instance).
 _FIELDS = tuple(f.name for f in fields(PreparedMessage))
 
-#: What a worker sends back: ``("ok", (total, rows))``, ``("invalid", (total, errors))`` or
+#: What a worker sends back: ``("ok", (total, pickled rows))``, ``("invalid", (total, errors))`` or
 #: ``("refused", (status, code, message))``.
 Outcome = tuple[str, Any]
 
@@ -75,7 +77,10 @@ def _check_in_worker(body: bytes, now: datetime, stamp: object, schemas: dict[st
         return "invalid", (total, checked.errors)
     for m in checked.messages:
         m.encode()  # the writer's JSON encoding, done here on the other core
-    return "ok", (total, [tuple(getattr(m, f) for f in _FIELDS) for m in checked.messages])
+    rows = [tuple(getattr(m, f) for f in _FIELDS) for m in checked.messages]
+    # Pickled here, unpickled by from_outcome with the collector paused (not by the pool's
+    # result thread, where tens of thousands of new objects would trigger full collections).
+    return "ok", (total, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 # -- in the server process -------------------------------------------------------------------
@@ -88,7 +93,8 @@ def from_outcome(outcome: Outcome) -> tuple[Checked, int]:
     total, payload = value
     if kind == "invalid":
         return Checked(errors=list(payload)), total
-    return Checked(messages=[PreparedMessage(*row) for row in payload]), total
+    with gc_paused():
+        return Checked(messages=[PreparedMessage(*row) for row in pickle.loads(payload)]), total
 
 
 class CheckPool:
