@@ -111,12 +111,14 @@ class CheckPool:
         cannot start here: batches are then checked in the request thread, as with 0)."""
         if settings.ingest_workers < 1:
             return None
-        pool = cls(settings, settings.ingest_workers)
+        pool = None
         try:
+            pool = cls(settings, settings.ingest_workers)
             pool.warm_up()
-        except Exception:  # e.g. an embedding script whose __main__ cannot be re-imported
+        except Exception:  # no forkserver here, or an embedding script whose __main__ cannot be re-imported
             log.warning("batch-check worker processes did not start; checking batches in-thread", exc_info=True)
-            pool.close()
+            if pool is not None:
+                pool.close()
             return None
         return pool
 
