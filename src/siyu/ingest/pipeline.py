@@ -132,9 +132,10 @@ class Ingestor:
     def ingest_messages(self, prepared: Sequence[PreparedMessage], *, source: str = "api") -> IngestResult:
         """Store checked messages (duplicates by ``messageId`` are counted and skipped)."""
         result = IngestResult()
+        ids = [m.message_id for m in prepared]
+        # Hashing needs no lock: while another batch holds it, DuckDB hashes this one's ids.
+        hashes = self.events.event_id_hashes(ids)
         with self.events.write_lock, gc_paused():
-            ids = [m.message_id for m in prepared]
-            hashes = self.events.event_id_hashes(ids)
             existing = self.events.existing_event_ids(ids, hashes)
             fresh: list[PreparedMessage] = []
             keep: list[int] = []
