@@ -104,7 +104,9 @@ def ops_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def settings(request: pytest.FixtureRequest, tmp_path: Path, ops_url: str) -> Settings:
     """Settings on the parametrized ops store; a test adds overrides with ``@pytest.mark.siyu_settings(...)``."""
-    overrides: dict[str, Any] = {}
+    # Batches are checked in the request thread unless a test asks for worker processes (they
+    # cost a process per app); tests/test_check_pool.py runs the same checks through them.
+    overrides: dict[str, Any] = {"ingest_workers": 0}
     marker = request.node.get_closest_marker("siyu_settings")
     if marker is not None:
         overrides.update(marker.kwargs)

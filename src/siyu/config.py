@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     max_string_chars: int = Field(default=4096, description="Longest accepted string value.")
     max_json_depth: int = Field(default=8, description="Deepest accepted nesting of properties / traits.")
     max_future_seconds: int = Field(default=86400, description="How far in the future a timestamp may lie.")
+    ingest_workers: int = Field(
+        default=1,
+        ge=0,
+        le=32,
+        description="Processes that parse and check /v1/batch bodies beside the single writer "
+        "(0: in the request's thread).",
+    )
     host: str = Field(default="127.0.0.1", description="Address `siyu serve` listens on.")
     port: int = Field(default=8000, description="Port `siyu serve` listens on.")
 

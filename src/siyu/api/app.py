@@ -5,11 +5,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 
 from siyu import __version__
 from siyu.api import admin, ingest, overview, persons
+from siyu.api.checkpool import CheckPool
 from siyu.api.deps import ApiError, api_error_handler, validation_error_handler
 from siyu.config import Settings
 from siyu.runtime import Runtime
@@ -29,9 +31,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         app.state.runtime = runtime or Runtime.open(settings)
+        pool = await run_in_threadpool(CheckPool.start, settings)
+        app.state.check_pool = pool
         try:
             yield
         finally:
+            if pool is not None:
+                pool.close()
             if owned:
                 app.state.runtime.close()
 

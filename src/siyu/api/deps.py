@@ -106,8 +106,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON, refusing more than ``limit`` bytes (413) or bad JSON (400)."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw request body, refusing more than ``limit`` bytes (413)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"request body is {declared} bytes; the limit is {limit}")
@@ -117,7 +117,34 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` parsed as JSON, or a 400 :class:`ApiError`."""
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"body is not valid UTF-8 JSON: {exc}") from exc
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body parsed as JSON, refusing more than ``limit`` bytes (413) or bad JSON (400)."""
+    return parse_json(await read_body(request, limit))
+
+
+def body_items(body: Any, key: str, settings: Settings) -> list[Any]:
+    """The ``key`` array of an ingest body (``{"batch": [...]}``), checked for shape and size."""
+    if not isinstance(body, dict) or not isinstance(body.get(key), list):
+        raise ApiError(422, "invalid_body", f"body must be an object with a `{key}` array")
+    extra = set(body) - {key, "context", "sentAt", "writeKey", "metadata"}
+    if extra:
+        raise ApiError(422, "invalid_body", f"unknown top-level field(s): {sorted(extra)}")
+    items = body[key]
+    if not items:
+        raise ApiError(422, "invalid_body", f"`{key}` is empty")
+    if len(items) > settings.max_batch_messages:
+        raise ApiError(
+            413, "batch_too_large", f"{len(items)} items; a call may carry at most {settings.max_batch_messages}"
+        )
+    return items

@@ -1,14 +1,18 @@
 """``POST /v1/batch`` and ``POST /v1/orders``."""
 
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from siyu.api.deps import ApiError, RuntimeDep, SettingsDep, WriteKey, read_json
-from siyu.config import Settings
+from siyu.api.checkpool import CheckPool, check_body, from_outcome
+from siyu.api.deps import ApiError, RuntimeDep, SettingsDep, WriteKey, body_items, read_body, read_json
 from siyu.ingest.schemas import Message, Order
+from siyu.ingest.validate import Checked
 
 router = APIRouter(tags=["ingest"])
 
@@ -49,23 +53,7 @@ def _body(name: str) -> dict[str, Any]:
     }
 
 
-def _items(body: Any, key: str, settings: Settings) -> list[Any]:
-    if not isinstance(body, dict) or not isinstance(body.get(key), list):
-        raise ApiError(422, "invalid_body", f"body must be an object with a `{key}` array")
-    extra = set(body) - {key, "context", "sentAt", "writeKey", "metadata"}
-    if extra:
-        raise ApiError(422, "invalid_body", f"unknown top-level field(s): {sorted(extra)}")
-    items = body[key]
-    if not items:
-        raise ApiError(422, "invalid_body", f"`{key}` is empty")
-    if len(items) > settings.max_batch_messages:
-        raise ApiError(
-            413, "batch_too_large", f"{len(items)} items; a call may carry at most {settings.max_batch_messages}"
-        )
-    return items
-
-
-def _invalid(code: str, what: str, errors: list[Any], total: int) -> ApiError:
+def _invalid(code: str, what: str, errors: Sequence[Any], total: int) -> ApiError:
     bad = len({e.index for e in errors})
     return ApiError(
         422, code, f"{bad} of {total} {what} are invalid; nothing was stored", [e.as_dict() for e in errors]
@@ -75,22 +63,34 @@ def _invalid(code: str, what: str, errors: list[Any], total: int) -> ApiError:
 @router.post("/v1/batch", openapi_extra=_body("BatchBody"), response_model=IngestCounts)
 async def batch(request: Request, _key: WriteKey, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
     """Ingest `track` / `identify` / `alias` messages: all-or-nothing, idempotent on `messageId`."""
-    items = _items(await read_json(request, settings.max_body_bytes), "batch", settings)
+    body = await read_body(request, settings.max_body_bytes)
+    ingestor = runtime.ingestor
+    pool: CheckPool | None = getattr(request.app.state, "check_pool", None)
 
-    def work() -> dict[str, Any]:
-        runtime.ingestor.refresh_plan()
-        checked = runtime.ingestor.validator.messages(items)
-        if checked.errors:
-            raise _invalid("invalid_messages", "messages", checked.errors, len(items))
-        return runtime.ingestor.ingest_messages(checked.messages, source="api").as_dict()
+    def check_here() -> tuple[Checked, int]:
+        ingestor.refresh_plan()
+        return check_body(ingestor.validator, body, ingestor.validator.now())
 
-    return await run_in_threadpool(work)
+    if pool is None:
+        checked, total = await run_in_threadpool(check_here)
+    else:
+        # Parsed and checked in a worker process while this process writes other batches.
+        await run_in_threadpool(ingestor.refresh_plan)
+        try:
+            future = pool.submit(body, ingestor.validator.now(), ingestor.plan.snapshot())
+            checked, total = from_outcome(await asyncio.wrap_future(future))
+        except BrokenProcessPool:
+            checked, total = await run_in_threadpool(check_here)
+    if checked.errors:
+        raise _invalid("invalid_messages", "messages", checked.errors, total)
+    result = await run_in_threadpool(ingestor.ingest_messages, checked.messages, source="api")
+    return result.as_dict()
 
 
 @router.post("/v1/orders", openapi_extra=_body("OrdersBody"), response_model=IngestCounts)
 async def orders(request: Request, _key: WriteKey, runtime: RuntimeDep, settings: SettingsDep) -> dict[str, Any]:
     """Ingest orders and their updates (refunds …): all-or-nothing, idempotent on content."""
-    items = _items(await read_json(request, settings.max_body_bytes), "orders", settings)
+    items = body_items(await read_json(request, settings.max_body_bytes), "orders", settings)
 
     def work() -> dict[str, Any]:
         checked = runtime.ingestor.validator.orders(items)

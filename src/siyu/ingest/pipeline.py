@@ -132,16 +132,21 @@ class Ingestor:
     def ingest_messages(self, prepared: Sequence[PreparedMessage], *, source: str = "api") -> IngestResult:
         """Store checked messages (duplicates by ``messageId`` are counted and skipped)."""
         result = IngestResult()
+        ids = [m.message_id for m in prepared]
+        # Hashing needs no lock: while another batch holds it, DuckDB hashes this one's ids.
+        hashes = self.events.event_id_hashes(ids)
         with self.events.write_lock, gc_paused():
-            existing = self.events.existing_event_ids([m.message_id for m in prepared])
+            existing = self.events.existing_event_ids(ids, hashes)
             fresh: list[PreparedMessage] = []
+            keep: list[int] = []
             batch_ids: set[str] = set()
-            for m in prepared:
+            for i, m in enumerate(prepared):
                 if m.message_id in existing or m.message_id in batch_ids:
                     result.duplicates += 1
                     continue
                 batch_ids.add(m.message_id)
                 fresh.append(m)
+                keep.append(i)
             if not fresh:
                 return result
             now = self.now()
@@ -160,7 +165,7 @@ class Ingestor:
             result.count(resolution)
             table = self._event_table(fresh, people, source, now)
             with self.events.transaction() as con:
-                self.events.append_events(con, table)
+                self.events.append_events(con, table, hashes[keep])
                 apply_changes(self.engine, self.events, con)
         return result
 
@@ -188,25 +193,23 @@ class Ingestor:
             if m.previous_id is not None and m.previous_id in known:
                 old: Key = ("anonymous_id", m.previous_id)
                 m.keys = self.rules.sort(("user_id", m.previous_id) if k == old else k for k in m.keys)
+                m.identities_json = None  # encoded from the old keys
 
     @staticmethod
     def _event_table(fresh: Sequence[PreparedMessage], people: Sequence[str], source: str, now: datetime) -> pa.Table:
-        props = []
         for m in fresh:
-            body: dict[str, Any] = dict(m.properties)
-            if m.traits is not None:
-                body = {"traits": m.traits, **({"properties": m.properties} if m.properties else {})}
-            props.append(orjson.dumps(body).decode())
+            if m.properties_json is None or m.identities_json is None:
+                m.encode()
         cols = {
             "event_id": [m.message_id for m in fresh],
             "person_id": list(people),
             "identity_type": [m.keys[0][0] for m in fresh],
             "identity_value": [m.keys[0][1] for m in fresh],
-            "identities": [_identities_json(m.keys) for m in fresh],
+            "identities": [m.identities_json for m in fresh],
             "message_type": [m.type for m in fresh],
             "name": [m.name for m in fresh],
             "ts": [m.ts for m in fresh],
-            "properties": props,
+            "properties": [m.properties_json for m in fresh],
             "source": [source] * len(fresh),
             "received_at": [now] * len(fresh),
         }

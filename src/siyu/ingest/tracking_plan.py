@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,27 +61,16 @@ def compile_schema(schema: dict[str, Any]) -> Callable[[Any], Any]:
         raise TrackingPlanError(f"invalid JSON Schema: {exc}") from exc
 
 
-class TrackingPlan:
-    """Compiled schemas of the ops store's ``tracking_plan`` table, reloaded when it changes."""
+class CompiledPlan:
+    """Compiled schemas by event name: what checking a message needs, without a database.
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._validators: dict[str, Callable[[Any], Any]] = {}
-        self._stamp: tuple[Any, ...] | None = None
+    A process that checks batches apart from the writer builds one from :meth:`TrackingPlan.snapshot`.
+    """
 
-    def refresh(self) -> None:
-        """Reload the schemas if the table changed since the last load."""
-        with self.engine.connect() as conn:
-            stamp = tuple(conn.execute(select(func.count(), func.max(tracking_plan.c.updated_at))).one())
-            if stamp == self._stamp:
-                return
-            rows = conn.execute(select(tracking_plan.c.event_name, tracking_plan.c.json_schema)).all()
-        self._validators = {name: compile_schema(schema) for name, schema in rows}
-        self._stamp = stamp
-
-    def events(self) -> frozenset[str]:
-        """Event names that have a schema (as of the last refresh)."""
-        return frozenset(self._validators)
+    def __init__(self, schemas: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self._validators: dict[str, Callable[[Any], Any]] = {
+            name: compile_schema(schema) for name, schema in (schemas or {}).items()
+        }
 
     def has(self, event: str) -> bool:
         """Whether ``event`` has a schema."""
@@ -97,6 +86,35 @@ class TrackingPlan:
         except fastjsonschema.JsonSchemaValueException as exc:
             return str(exc.message)
         return None
+
+
+class TrackingPlan(CompiledPlan):
+    """Compiled schemas of the ops store's ``tracking_plan`` table, reloaded when it changes."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self._stamp: tuple[Any, ...] | None = None
+
+    def refresh(self) -> None:
+        """Reload the schemas if the table changed since the last load."""
+        with self.engine.connect() as conn:
+            stamp = tuple(conn.execute(select(func.count(), func.max(tracking_plan.c.updated_at))).one())
+            if stamp == self._stamp:
+                return
+            rows = conn.execute(select(tracking_plan.c.event_name, tracking_plan.c.json_schema)).all()
+        self._validators = {name: compile_schema(schema) for name, schema in rows}
+        self._schemas = {name: schema for name, schema in rows}
+        self._stamp = stamp
+
+    def snapshot(self) -> tuple[tuple[Any, ...] | None, dict[str, dict[str, Any]]]:
+        """``(stamp, schemas)`` as of the last :meth:`refresh`; the stamp changes with the table."""
+        return self._stamp, self._schemas
+
+    def events(self) -> frozenset[str]:
+        """Event names that have a schema (as of the last refresh)."""
+        return frozenset(self._validators)
 
     def set(self, event: str, schema: dict[str, Any], description: str | None = None) -> None:
         """Add or replace the schema for ``event`` (validated first)."""

@@ -21,10 +21,11 @@ from siyu.config import Settings
 from siyu.identity.graph import IdentityRules, Key
 from siyu.identity.normalize import IdentityScreen, IdentityValueError
 from siyu.ingest.schemas import Message, Order
-from siyu.ingest.tracking_plan import TrackingPlan
+from siyu.ingest.tracking_plan import CompiledPlan
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_C0 = re.compile(r"[\x00-\x1f]")
 _INT64 = 2**63
 
 
@@ -54,6 +55,18 @@ class PreparedMessage:
     properties: dict[str, Any]
     traits: dict[str, Any] | None = None
     previous_id: str | None = None
+    # The JSON the event store keeps (filled by the write path, or ahead of it by a batch-check
+    # worker process, see siyu.api.checkpool); None means not encoded yet.
+    properties_json: str | None = None
+    identities_json: str | None = None
+
+    def encode(self) -> None:
+        """Fill :attr:`properties_json` and :attr:`identities_json` from the fields."""
+        body: dict[str, Any] = self.properties
+        if self.traits is not None:
+            body = {"traits": self.traits, **({"properties": self.properties} if self.properties else {})}
+        self.properties_json = orjson.dumps(body).decode()
+        self.identities_json = orjson.dumps(self.keys).decode()
 
 
 @dataclass
@@ -83,7 +96,7 @@ class Validator:
     def __init__(
         self,
         settings: Settings,
-        plan: TrackingPlan | None = None,
+        plan: CompiledPlan | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -135,11 +148,23 @@ class Validator:
             if len(value) > 1000:
                 errors.append(f"{where}\x00more than 1000 keys")
                 return
+            # Plain strings, ints, booleans and nulls one level down are checked here, as the
+            # recursive call would check them (most properties are flat: this halves the calls).
+            flat = depth + 1 <= self.settings.max_json_depth
+            max_chars = self.settings.max_string_chars
             for k, v in value.items():
                 if not k or len(k) > 128 or "\x00" in k:
                     errors.append(f"{where}\x00invalid key {k[:40]!r} (1–128 characters, no NUL)")
                     continue
-                self._walk(v, f"{where}.{k}", depth + 1, errors)
+                kind = type(v)
+                if flat and kind is str:
+                    if len(v) > max_chars or "\x00" in v:
+                        self._walk(v, f"{where}.{k}", depth + 1, errors)
+                elif flat and kind is int:
+                    if not -_INT64 <= v < _INT64:
+                        self._walk(v, f"{where}.{k}", depth + 1, errors)
+                elif not (flat and (v is None or kind is bool)):
+                    self._walk(v, f"{where}.{k}", depth + 1, errors)
         elif isinstance(value, list):
             if len(value) > 1000:
                 errors.append(f"{where}\x00more than 1000 items")
@@ -157,6 +182,8 @@ class Validator:
                 continue
             if value is not None:
                 keys.append((id_type, value))
+        if len(keys) == 1:  # the common case: IdentityRules.sort would return it as is
+            return keys
         return self.rules.sort(keys)
 
     @staticmethod
@@ -168,7 +195,10 @@ class Validator:
         if isinstance(model, Message) and model.previousId is not None:
             pairs.append(("anonymous_id", "previousId", model.previousId))
         if model.identities is not None:
-            pairs += [(name, f"identities.{name}", raw) for name, raw in model.identities if raw is not None]
+            # The model's fields in declaration order (what iterating it yields; extras are forbidden).
+            pairs += [
+                (name, f"identities.{name}", raw) for name, raw in vars(model.identities).items() if raw is not None
+            ]
         return [p for p in pairs if p[2] is not None]
 
     def _parse(self, kind: type[Message] | type[Order], raw: Any, index: int, out: Checked) -> Any:
@@ -201,10 +231,10 @@ class Validator:
         return not problems
 
     # -- messages -----------------------------------------------------------------------------
-    def messages(self, raws: Sequence[Any], *, first_index: int = 0) -> Checked:
-        """Check a batch of messages."""
+    def messages(self, raws: Sequence[Any], *, first_index: int = 0, now: datetime | None = None) -> Checked:
+        """Check a batch of messages (``now``, default ``self.now()``, bounds future timestamps)."""
         out = Checked()
-        now = self.now()
+        now = now or self.now()
         strict = self.settings.tracking_plan_mode == "strict"
         for offset, raw in enumerate(raws):
             index = first_index + offset
@@ -226,7 +256,7 @@ class Validator:
                 self._walk(msg.traits, "traits", 1, problems)
             if msg.type == "track":
                 name = msg.event or ""
-                if name.startswith("$") or any(ord(c) < 32 for c in name):
+                if name.startswith("$") or _C0.search(name):
                     problems.append("event\x00event names may not start with $ or contain control characters")
                 elif self.plan is not None:
                     if strict and not self.plan.has(name):

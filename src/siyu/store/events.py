@@ -184,6 +184,11 @@ class EventStore:
         self.write_lock = threading.RLock()
         self._seen: SeenIndex | None = None
         self._pending: list[str] = []
+        self._pending_hashes: list[np.ndarray] = []
+        # store_meta as committed (read through, then kept by set_meta at commit): the change
+        # feed reads its watermark on every ingest call, and a DuckDB point query costs ~0.5 ms.
+        self._meta: dict[str, str | None] = {}
+        self._meta_pending: dict[str, str] = {}
         if not read_only:
             self.con.execute(_DDL)
             self.con.execute(
@@ -245,11 +250,17 @@ class EventStore:
             self._seen = SeenIndex(np.asarray(hashes, dtype=np.uint64))
         return self._seen
 
-    def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are already stored."""
+    def event_id_hashes(self, ids: Sequence[str]) -> np.ndarray:
+        """The dedupe index's hashes of ``ids`` (to pass to :meth:`existing_event_ids` and
+        :meth:`append_events`, so that one batch is hashed once)."""
+        return self._hashes(ids)
+
+    def existing_event_ids(self, ids: Sequence[str], hashes: np.ndarray | None = None) -> set[str]:
+        """Which of ``ids`` are already stored (``hashes``: their :meth:`event_id_hashes`, if known)."""
         if not ids:
             return set()
-        hashes = self._hashes(ids)
+        if hashes is None:
+            hashes = self._hashes(ids)
         hit = self.seen_index().contains(hashes)
         candidates = [i for i, h in zip(ids, hit, strict=True) if h]
         if not candidates:
@@ -273,17 +284,21 @@ class EventStore:
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A write transaction (serialised across threads)."""
         with self.write_lock:
-            self._pending = []
+            self._pending, self._pending_hashes, self._meta_pending = [], [], {}
             self.con.execute("BEGIN TRANSACTION")
             try:
                 yield self.con
             except BaseException:
                 self.con.execute("ROLLBACK")
-                self._pending = []
+                self._pending, self._pending_hashes, self._meta_pending = [], [], {}
                 raise
             self.con.execute("COMMIT")
+            self._meta.update(self._meta_pending)
             self.note_stored(self._pending)
-            self._pending = []
+            if self._seen is not None:
+                for hashes in self._pending_hashes:
+                    self._seen.add(hashes)
+            self._pending, self._pending_hashes, self._meta_pending = [], [], {}
 
     @staticmethod
     def _insert(con: duckdb.DuckDBPyConnection, table_name: str, rows: pa.Table) -> None:
@@ -294,12 +309,18 @@ class EventStore:
         finally:
             con.unregister(view)
 
-    def append_events(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
-        """Append events (an Arrow table in :data:`EVENTS_ARROW` shape) inside a transaction."""
+    def append_events(self, con: duckdb.DuckDBPyConnection, table: pa.Table, hashes: np.ndarray | None = None) -> None:
+        """Append events (an Arrow table in :data:`EVENTS_ARROW` shape) inside a transaction.
+
+        ``hashes``: the rows' :meth:`event_id_hashes`, in row order, when the caller has them.
+        """
         if table.num_rows:
             self._insert(con, "events", table)
             if self._seen is not None:
-                self._pending.extend(table.column("event_id").to_pylist())
+                if hashes is not None:
+                    self._pending_hashes.append(hashes)
+                else:
+                    self._pending.extend(table.column("event_id").to_pylist())
 
     def append_orders(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         """Append order versions (an Arrow table in :data:`ORDERS_ARROW` shape)."""
@@ -335,17 +356,20 @@ class EventStore:
             con.unregister("_new_aliases")
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        """A value from ``store_meta``."""
-        row = self.cursor().execute("SELECT value FROM store_meta WHERE key = ?", [key]).fetchone()
-        return row[0] if row else default
+        """A committed value from ``store_meta``."""
+        if key not in self._meta:
+            row = self.cursor().execute("SELECT value FROM store_meta WHERE key = ?", [key]).fetchone()
+            self._meta[key] = row[0] if row else None
+        value = self._meta[key]
+        return default if value is None else value
 
-    @staticmethod
-    def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
-        """Set a ``store_meta`` value inside a transaction."""
+    def set_meta(self, con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+        """Set a ``store_meta`` value inside a :meth:`transaction` (seen by :meth:`get_meta` once committed)."""
         con.execute(
             "INSERT INTO store_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [key, value],
         )
+        self._meta_pending[key] = value
 
     # -- reads --------------------------------------------------------------------------------
     def latest_orders(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
