@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from siyu.identity.normalize import IdentityValueError
@@ -121,13 +122,18 @@ def _import(
 
     # 1. Phones are normalised in Python, once per distinct value.
     blocked = ", ".join(_lit(v) for v in sorted(screen.blocked)) or "NULL"
+    longest_blocked = max((len(v) for v in screen.blocked), default=0)
 
     def raw_id(role: str) -> str:
         col = by_role.get(role)
         if col is None:
             return "NULL::VARCHAR"
         text = f"trim(CAST({_q(col)} AS VARCHAR))"
-        return f"(CASE WHEN {text} = '' OR lower({text}) IN ({blocked}) THEN NULL ELSE {text} END)"
+        # The length test first: lower() only runs on values short enough to be a blocked one.
+        return (
+            f"(CASE WHEN {text} = '' OR (length({text}) <= {longest_blocked} AND lower({text}) IN ({blocked})) "
+            f"THEN NULL ELSE {text} END)"
+        )
 
     phone_rows: dict[str, list[Any]] = {"raw": [], "norm": [], "err": []}
     if "phone" in by_role:
@@ -189,13 +195,21 @@ def _import(
         )
     else:
         checks.append("'userId\x00no usable identity: userId, anonymousId and identities are all missing'")
+    types = {f.name: f.type for f in schema}
     for c in props:
-        text = f"CAST({_q(c)} AS VARCHAR)"
-        checks.append(
-            f"CASE WHEN length({text}) > {max_chars} "
-            f"THEN {_lit('properties.' + c + chr(0) + f'string longer than {max_chars} characters')} "
-            f"WHEN contains({text}, chr(0)) THEN {_lit('properties.' + c + chr(0) + 'contains a NUL character')} END"
-        )
+        where = "properties." + c + chr(0)
+        if pa.types.is_floating(types[c]):  # the row path's rule for floats: finite numbers only
+            checks.append(f"CASE WHEN NOT isfinite({_q(c)}) THEN {_lit(where + 'not a finite number')} END")
+        elif pa.types.is_uint64(types[c]):
+            too_big = _lit(where + "integer out of the 64-bit range")
+            checks.append(f"CASE WHEN {_q(c)} >= 9223372036854775808 THEN {too_big} END")
+        elif pa.types.is_string(types[c]) or pa.types.is_large_string(types[c]):
+            checks.append(
+                f"CASE WHEN length({_q(c)}) > {max_chars} "
+                f"THEN {_lit(where + f'string longer than {max_chars} characters')} "
+                f"WHEN contains({_q(c)}, chr(0)) THEN {_lit(where + 'contains a NUL character')} END"
+            )
+        # other integers and booleans: nothing to check
     props_json = _props_json(props, _nullable(path, props))
     raw_cols = ", ".join(f"{raw_id(r)} AS _raw_{r}" for r in sorted({*present, "phone"}))
     cleaned = ", ".join(
@@ -203,17 +217,20 @@ def _import(
         for r in present
     )
     extra_cols = "".join(f", {c}" for c in (raw_cols, ", ".join(_q(c) for c in props)) if c)
+    phone_err, phone_join = "p.err", "LEFT JOIN _phones p ON p.raw = i._raw_phone"
+    if "phone" not in by_role:
+        phone_err, phone_join = "NULL::VARCHAR", ""
     # _errors is NULL for a good row: the list of reasons is only built for the (few) bad ones.
     check_list = ", ".join(checks)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _chk AS
         SELECT _row, _mid, _event, _ts, _props, {"".join(f"_{r}, " for r in present)}
                CASE WHEN coalesce({check_list}) IS NOT NULL
                     THEN list_filter([{check_list}], lambda x: x IS NOT NULL) END AS _errors
-        FROM (SELECT i.*, p.err AS _phone_err, {cleaned + ", " if cleaned else ""}{props_json} AS _props
+        FROM (SELECT i.*, {phone_err} AS _phone_err, {cleaned + ", " if cleaned else ""}{props_json} AS _props
               FROM (SELECT file_row_number + 1 AS _row, CAST({_q(by_role["message_id"])} AS VARCHAR) AS _mid,
                            CAST({event_col} AS VARCHAR) AS _event, {ts_expr} AS _ts{extra_cols}
                     FROM {src}) i
-              LEFT JOIN _phones p ON p.raw = i._raw_phone)""")
+              {phone_join})""")
     timer.lap("read+check")
     rejected_rows = con.execute("SELECT _row, _errors FROM _chk WHERE _errors IS NOT NULL ORDER BY _row").fetchall()
     rejects = [
@@ -261,7 +278,8 @@ def _import(
         + ", ".join(f"CASE WHEN _{r} IS NOT NULL THEN ['{r}', _{r}] END" for r in present)
         + "], lambda x: x IS NOT NULL))::VARCHAR"
     )
-    combos = con.sql(f"""SELECT {id_cols}, {id_type} AS _id_type, {id_value} AS _id_value, {ids_json} AS _ids,
+    combos = con.sql(f"""SELECT {id_cols}, hash({id_cols}) AS _key,
+            {id_type} AS _id_type, {id_value} AS _id_value, {ids_json} AS _ids,
             _first_mid, _first, _last
         FROM (SELECT {id_cols}, arg_min(_mid, _row) AS _first_mid, min(_row) AS _first_row,
                      min(_ts) AS _first, max(_ts) AS _last
@@ -292,9 +310,12 @@ def _import(
     timer.lap("identity graph + ops write")
     con.register("_combos", combos.append_column("_person", pa.array(resolution.people, pa.string())))
 
-    # 5. Append the events and the change feed in one DuckDB transaction. The identity columns
-    # are the join key (NULL matches NULL: a combination is a tuple of present-or-absent values).
+    # 5. Append the events and the change feed in one DuckDB transaction. Each row finds its
+    # combination by the 64-bit hash of its identity columns when no two combinations share one
+    # (checked here), else by the columns themselves (NULL matching NULL).
     on = " AND ".join(f"f._{r} IS NOT DISTINCT FROM c._{r}" for r in present)
+    if pc.count_distinct(combos.column("_key")).as_py() == combos.num_rows:
+        on = f"hash({', '.join(f'f._{r}' for r in present)}) = c._key"
     with store.transaction() as tx:
         tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
             c._id_type AS identity_type, c._id_value AS identity_value, c._ids AS identities,
