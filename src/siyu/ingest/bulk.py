@@ -243,7 +243,7 @@ def _import(
     # 3. Dedupe: keep the first row of each messageId, and none already stored.
     valid = _scalar(con, "SELECT count(*) FROM _chk") - len(rejected_rows)
     # Distinct 64-bit hashes as many as rows proves every id distinct; only otherwise count exactly.
-    repeated = valid - _scalar(con, "SELECT count(DISTINCT hash(_mid)) FROM _chk WHERE _errors IS NULL")
+    repeated = valid - _scalar(con, "SELECT count(*) FROM (SELECT DISTINCT hash(_mid) FROM _chk WHERE _errors IS NULL)")
     if repeated:
         repeated = valid - _scalar(con, "SELECT count(DISTINCT _mid) FROM _chk WHERE _errors IS NULL")
     stored = _scalar(con, "SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1)")
