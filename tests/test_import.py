@@ -325,3 +325,25 @@ def test_vectorised_and_row_paths_agree_on_partly_stored_files(tmp_path: Path) -
         {"accepted": 40, "rejected": 0, "duplicates": 0},
         {"accepted": 20, "rejected": 0, "duplicates": 13},
     ]
+
+
+def test_column_join_stores_what_the_hash_join_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column join (taken when two combinations share a 64-bit hash) stores what the hash join stores."""
+    import siyu.ingest.bulk as bulk
+
+    file = tmp_path / "events.parquet"
+    pq.write_table(_hostile_table(datetime.now(UTC) - timedelta(hours=1)), file)
+    fixed_now = datetime.now(UTC)
+    snapshots = []
+    calls: list[int] = []
+    for shortcut in (True, False):
+        if not shortcut:
+            monkeypatch.setattr(bulk, "_distinct_keys", lambda combos: calls.append(combos.num_rows) or False)
+        with Runtime.open(Settings(home=tmp_path / f"home-{shortcut}")) as rt:
+            rt.ingestor.now = lambda: fixed_now  # type: ignore[method-assign]
+            rt.ingestor.validator.now = lambda: fixed_now
+            report = import_file(rt.ingestor, file, "events")
+            snapshots.append((report.as_dict(), _snapshot(rt)))
+    assert calls  # the second import did take the column join
+    assert snapshots[0] == snapshots[1]
+    assert snapshots[0][0]["accepted"] == 6

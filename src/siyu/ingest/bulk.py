@@ -314,7 +314,7 @@ def _import(
     # combination by the 64-bit hash of its identity columns when no two combinations share one
     # (checked here), else by the columns themselves (NULL matching NULL).
     on = " AND ".join(f"f._{r} IS NOT DISTINCT FROM c._{r}" for r in present)
-    if pc.count_distinct(combos.column("_key")).as_py() == combos.num_rows:
+    if _distinct_keys(combos):
         on = f"hash({', '.join(f'f._{r}' for r in present)}) = c._key"
     with store.transaction() as tx:
         tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
@@ -331,6 +331,11 @@ def _import(
     if progress:
         progress(int(fresh))
     return result, len(rejected_rows), rejects
+
+
+def _distinct_keys(combos: pa.Table) -> bool:
+    """Whether no two identity combinations share a 64-bit hash (``_key``)."""
+    return bool(pc.count_distinct(combos.column("_key")).as_py() == combos.num_rows)
 
 
 def _nullable(path: Path, columns: list[str]) -> set[str]:
