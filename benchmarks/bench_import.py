@@ -20,11 +20,13 @@ import argparse
 import cProfile
 import gc
 import io
+import logging
 import pstats
 import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _common import DATA_DIR, fmt_int, fmt_rate, fmt_s, print_footer, print_header, ratio, table, timer
@@ -33,8 +35,30 @@ from _data import events_parquet, expected_counts
 TARGET_RATE = 500_000
 
 
-def run_ours(path: Path, home: Path, profile: bool) -> tuple[float, object, dict[str, int], str | None]:
-    """Import with siyu; returns (seconds, ImportReport, stats, profile text)."""
+class StageLog(logging.Handler):
+    """Collects the per-stage (wall, cpu) seconds that ``siyu.ingest.bulk`` logs at INFO."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.stages: list[tuple[str, float, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("bulk import") and isinstance(record.args, tuple) and len(record.args) == 3:
+            name, wall, cpu = record.args
+            assert isinstance(wall, float) and isinstance(cpu, float)
+            self.stages.append((str(name), wall, cpu))
+
+
+def watch_stages() -> StageLog:
+    handler = StageLog()
+    bulk_log = logging.getLogger("siyu.ingest.bulk")
+    bulk_log.setLevel(logging.INFO)
+    bulk_log.addHandler(handler)
+    return handler
+
+
+def run_ours(path: Path, home: Path, profile: bool) -> tuple[float, float, object, dict[str, int], str | None]:
+    """Import with siyu; returns (seconds, CPU seconds of the process, ImportReport, stats, profile text)."""
     from siyu.config import Settings
     from siyu.ingest.files import import_file
     from siyu.profiles.service import stats
@@ -43,18 +67,20 @@ def run_ours(path: Path, home: Path, profile: bool) -> tuple[float, object, dict
     prof_text = None
     with Runtime.open(Settings(home=home)) as rt:
         prof = cProfile.Profile() if profile else None
+        cpu = time.process_time()
         with timer() as t:
             if prof:
                 prof.enable()
             report = import_file(rt.ingestor, path, "events")
             if prof:
                 prof.disable()
+        cpu = time.process_time() - cpu
         if prof:
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(15)
             prof_text = buf.getvalue()
         counts = stats(rt.engine, rt.events)
-    return t[0], report, counts, prof_text
+    return t[0], cpu, report, counts, prof_text
 
 
 def run_reimport(path: Path, home: Path) -> tuple[float, object]:
@@ -130,10 +156,13 @@ def main() -> None:
             base_s, base_counts = run_baseline(path, work / "baseline.sqlite")
             gc.collect()
         print("running siyu import…", flush=True)
-        ours_s, report, counts, prof_text = run_ours(path, work / "home", args.profile)
+        stage_log = watch_stages()
+        ours_s, ours_cpu, report, counts, prof_text = run_ours(path, work / "home", args.profile)
+        stages, stage_log.stages = stage_log.stages, []
         gc.collect()
         print("running siyu re-import of the same file…", flush=True)
         re_s, re_report = run_reimport(path, work / "home")
+        re_stages = stage_log.stages
 
         res = report.result  # type: ignore[attr-defined]
         rows.append(
@@ -190,6 +219,17 @@ def main() -> None:
             ]
         )
         print(table(["check", "value"], summary))
+        if stages:
+            print(
+                f"\nsiyu import by stage (wall / CPU seconds of the whole process, all threads; "
+                f"the import used {ours_cpu:.2f} s of CPU in {ours_s:.2f} s):\n"
+            )
+            stage_rows = [[name, f"{wall:.2f} s", f"{cpu:.2f} s"] for name, wall, cpu in stages]
+            walls, cpus = sum(x[1] for x in stages), sum(x[2] for x in stages)
+            stage_rows.append(["sum of stages", f"{walls:.2f} s", f"{cpus:.2f} s"])
+            print(table(["stage", "wall", "cpu"], stage_rows))
+        if re_stages:
+            print("\nre-import by stage: " + ", ".join(f"{n} {w:.2f} s" for n, w, _ in re_stages))
         if prof_text:
             print("\ncProfile of the siyu import (top 15 by cumulative time; profiling slows it down):\n")
             print(prof_text)

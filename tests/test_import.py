@@ -236,3 +236,114 @@ def test_bulk_import_leaves_no_temporary_tables_behind(tmp_path: Path) -> None:
                 "UNION ALL SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
             ).fetchall()
             assert leftovers == []
+
+
+def _both_paths(tmp_path: Path, files: list[Path]) -> dict[bool, list[object]]:
+    """Import ``files`` in order into a fresh home per path; per path, each report, rejects and the final store."""
+    fixed_now = datetime.now(UTC)
+    out: dict[bool, list[object]] = {}
+    for vectorised in (True, False):
+        with Runtime.open(Settings(home=tmp_path / f"home-{vectorised}")) as rt:
+            rt.ingestor.now = lambda: fixed_now  # type: ignore[method-assign]
+            rt.ingestor.validator.now = lambda: fixed_now
+            steps: list[object] = []
+            for file in files:
+                report = import_file(rt.ingestor, file, "events", vectorised=vectorised)
+                rejects_file = file.with_name(file.name + ".rejects.jsonl")
+                lines = rejects_file.read_text().splitlines() if rejects_file.exists() else []
+                rejects = [json.loads(x) for x in lines]
+                steps.append(
+                    (
+                        report.as_dict(),
+                        sorted((r["line"], sorted((e["field"], e["reason"]) for e in r["errors"])) for r in rejects),
+                    )
+                )
+            steps.append(_snapshot(rt))
+            out[vectorised] = steps
+    return out
+
+
+def test_vectorised_path_checks_numeric_properties_like_the_row_path(tmp_path: Path) -> None:
+    now = datetime.now(UTC) - timedelta(hours=1)
+    n = 6
+    file = tmp_path / "numbers.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "message_id": [f"n{i}" for i in range(n)],
+                "event": ["view"] * n,
+                "timestamp": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+                "userId": ["u1", "u2", "u1", "u3", "u2", "u4"],
+                "ratio": pa.array([1.5, float("nan"), None, float("inf"), -0.25, 2.0], pa.float64()),
+                "big": pa.array([1, 2, 3, 4, 2**63 + 5, None], pa.uint64()),
+                "flag": pa.array([True, False, None, True, False, True]),
+                "count": pa.array([0, -1, 2**40, None, 7, 8], pa.int64()),
+            }
+        ),
+        file,
+    )
+    fast, slow = (v for _, v in sorted(_both_paths(tmp_path, [file]).items(), reverse=True))
+    assert fast == slow
+    report, rejects = fast[0]  # type: ignore[misc]
+    assert report == {"accepted": 3, "rejected": 3, "duplicates": 0}
+    assert rejects == [
+        (2, [("properties.ratio", "not a finite number")]),
+        (4, [("properties.ratio", "not a finite number")]),
+        (5, [("properties.big", "integer out of the 64-bit range")]),
+    ]
+    events = {e[0]: e[3] for e in fast[1]["events"]}  # type: ignore[index]
+    assert events["n2"] == {"big": 3, "count": 2**40}  # NULLs are left out
+    assert events["n0"] == {"ratio": 1.5, "big": 1, "flag": True, "count": 0}
+
+
+def test_vectorised_and_row_paths_agree_on_partly_stored_files(tmp_path: Path) -> None:
+    """A second file repeating stored ids and itself: both paths keep the same rows, counts and store."""
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+
+    def write(name: str, ids: list[int]) -> Path:
+        path = tmp_path / name
+        pq.write_table(
+            pa.table(
+                {
+                    "message_id": [f"id-{i}" for i in ids],
+                    "event": ["view"] * len(ids),
+                    "timestamp": pa.array([now + timedelta(minutes=i) for i in ids], pa.timestamp("us", tz="UTC")),
+                    "anonymous_id": [f"a{i % 7}" for i in ids],
+                    "member_id": [f"m{i % 5}" if i % 3 else None for i in ids],
+                    "sku": [f"s{i}" if i % 4 else None for i in ids],
+                }
+            ),
+            path,
+        )
+        return path
+
+    first = write("first.parquet", list(range(0, 40)))
+    second = write("second.parquet", [*range(30, 60), 45, 50, 31])  # 30–39 stored, 45/50/31 twice in the file
+    results = _both_paths(tmp_path, [first, second])
+    assert results[True] == results[False]
+    assert [step[0] for step in results[True][:2]] == [  # type: ignore[index]
+        {"accepted": 40, "rejected": 0, "duplicates": 0},
+        {"accepted": 20, "rejected": 0, "duplicates": 13},
+    ]
+
+
+def test_column_join_stores_what_the_hash_join_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column join (taken when two combinations share a 64-bit hash) stores what the hash join stores."""
+    import siyu.ingest.bulk as bulk
+
+    file = tmp_path / "events.parquet"
+    pq.write_table(_hostile_table(datetime.now(UTC) - timedelta(hours=1)), file)
+    fixed_now = datetime.now(UTC)
+    snapshots = []
+    calls: list[int] = []
+    for shortcut in (True, False):
+        if not shortcut:
+            monkeypatch.setattr(bulk, "_distinct_keys", lambda combos: calls.append(combos.num_rows) or False)
+        with Runtime.open(Settings(home=tmp_path / f"home-{shortcut}")) as rt:
+            rt.ingestor.now = lambda: fixed_now  # type: ignore[method-assign]
+            rt.ingestor.validator.now = lambda: fixed_now
+            report = import_file(rt.ingestor, file, "events")
+            snapshots.append((report.as_dict(), _snapshot(rt)))
+    assert calls  # the second import did take the column join
+    assert snapshots[0] == snapshots[1]
+    assert snapshots[0][0]["accepted"] == 6

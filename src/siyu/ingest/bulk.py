@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from siyu.identity.normalize import IdentityValueError
@@ -27,7 +28,6 @@ from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
 from siyu.perf import gc_paused
 from siyu.store.feed import apply_changes
-from siyu.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,6 @@ def import_parquet_events(
             # Temp tables and registered views live on the writer's connection: never leave them.
             for view in ("_phones", "_combos"):
                 con.unregister(view)
-            con.execute("DROP VIEW IF EXISTS _fresh")
             con.execute("DROP TABLE IF EXISTS _drop")
             con.execute("DROP TABLE IF EXISTS _chk")
 
@@ -123,13 +122,18 @@ def _import(
 
     # 1. Phones are normalised in Python, once per distinct value.
     blocked = ", ".join(_lit(v) for v in sorted(screen.blocked)) or "NULL"
+    longest_blocked = max((len(v) for v in screen.blocked), default=0)
 
     def raw_id(role: str) -> str:
         col = by_role.get(role)
         if col is None:
             return "NULL::VARCHAR"
         text = f"trim(CAST({_q(col)} AS VARCHAR))"
-        return f"(CASE WHEN {text} = '' OR lower({text}) IN ({blocked}) THEN NULL ELSE {text} END)"
+        # The length test first: lower() only runs on values short enough to be a blocked one.
+        return (
+            f"(CASE WHEN {text} = '' OR (length({text}) <= {longest_blocked} AND lower({text}) IN ({blocked})) "
+            f"THEN NULL ELSE {text} END)"
+        )
 
     phone_rows: dict[str, list[Any]] = {"raw": [], "norm": [], "err": []}
     if "phone" in by_role:
@@ -191,35 +195,44 @@ def _import(
         )
     else:
         checks.append("'userId\x00no usable identity: userId, anonymousId and identities are all missing'")
+    types = {f.name: f.type for f in schema}
     for c in props:
-        text = f"CAST({_q(c)} AS VARCHAR)"
-        checks.append(
-            f"CASE WHEN length({text}) > {max_chars} "
-            f"THEN {_lit('properties.' + c + chr(0) + f'string longer than {max_chars} characters')} "
-            f"WHEN contains({text}, chr(0)) THEN {_lit('properties.' + c + chr(0) + 'contains a NUL character')} END"
-        )
-    props_json = (
-        "json_merge_patch('{}', json_object(" + ", ".join(f"{_lit(c)}, {_q(c)}" for c in props) + "))"
-        if props
-        else "'{}'"
-    )
+        where = "properties." + c + chr(0)
+        if pa.types.is_floating(types[c]):  # the row path's rule for floats: finite numbers only
+            checks.append(f"CASE WHEN NOT isfinite({_q(c)}) THEN {_lit(where + 'not a finite number')} END")
+        elif pa.types.is_uint64(types[c]):
+            too_big = _lit(where + "integer out of the 64-bit range")
+            checks.append(f"CASE WHEN {_q(c)} >= 9223372036854775808 THEN {too_big} END")
+        elif pa.types.is_string(types[c]) or pa.types.is_large_string(types[c]):
+            checks.append(
+                f"CASE WHEN length({_q(c)}) > {max_chars} "
+                f"THEN {_lit(where + f'string longer than {max_chars} characters')} "
+                f"WHEN contains({_q(c)}, chr(0)) THEN {_lit(where + 'contains a NUL character')} END"
+            )
+        # other integers and booleans: nothing to check
+    props_json = _props_json(props, _nullable(path, props))
     raw_cols = ", ".join(f"{raw_id(r)} AS _raw_{r}" for r in sorted({*present, "phone"}))
     cleaned = ", ".join(
         "p.norm AS _phone" if r == "phone" else (f"lower(_raw_{r}) AS _{r}" if r == "email" else f"_raw_{r} AS _{r}")
         for r in present
     )
-    combo = "concat_ws(chr(31), " + ", ".join(f"coalesce(_{r}, '')" for r in present) + ")" if present else "''"
     extra_cols = "".join(f", {c}" for c in (raw_cols, ", ".join(_q(c) for c in props)) if c)
+    phone_err, phone_join = "p.err", "LEFT JOIN _phones p ON p.raw = i._raw_phone"
+    if "phone" not in by_role:
+        phone_err, phone_join = "NULL::VARCHAR", ""
+    # _errors is NULL for a good row: the list of reasons is only built for the (few) bad ones.
+    check_list = ", ".join(checks)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _chk AS
         SELECT _row, _mid, _event, _ts, _props, {"".join(f"_{r}, " for r in present)}
-               {combo} AS _combo, list_filter([{", ".join(checks)}], lambda x: x IS NOT NULL) AS _errors
-        FROM (SELECT i.*, p.err AS _phone_err, {cleaned + ", " if cleaned else ""}{props_json}::VARCHAR AS _props
+               CASE WHEN coalesce({check_list}) IS NOT NULL
+                    THEN list_filter([{check_list}], lambda x: x IS NOT NULL) END AS _errors
+        FROM (SELECT i.*, {phone_err} AS _phone_err, {cleaned + ", " if cleaned else ""}{props_json} AS _props
               FROM (SELECT file_row_number + 1 AS _row, CAST({_q(by_role["message_id"])} AS VARCHAR) AS _mid,
                            CAST({event_col} AS VARCHAR) AS _event, {ts_expr} AS _ts{extra_cols}
                     FROM {src}) i
-              LEFT JOIN _phones p ON p.raw = i._raw_phone)""")
+              {phone_join})""")
     timer.lap("read+check")
-    rejected_rows = con.execute("SELECT _row, _errors FROM _chk WHERE len(_errors) > 0 ORDER BY _row").fetchall()
+    rejected_rows = con.execute("SELECT _row, _errors FROM _chk WHERE _errors IS NOT NULL ORDER BY _row").fetchall()
     rejects = [
         orjson.dumps(
             {"line": row, "errors": [{"field": e.split("\x00", 1)[0], "reason": e.split("\x00", 1)[1]} for e in errs]}
@@ -228,20 +241,27 @@ def _import(
     ]
 
     # 3. Dedupe: keep the first row of each messageId, and none already stored.
-    stored = _scalar(con, "SELECT count(*) FROM events")
-    repeated = _scalar(con, "SELECT count(*) - count(DISTINCT _mid) FROM _chk WHERE len(_errors) = 0")
-    con.execute("CREATE OR REPLACE TEMP TABLE _drop (_row BIGINT)")
+    valid = _scalar(con, "SELECT count(*) FROM _chk") - len(rejected_rows)
+    # Distinct 64-bit hashes as many as rows proves every id distinct; only otherwise count exactly.
+    repeated = valid - _scalar(con, "SELECT count(*) FROM (SELECT DISTINCT hash(_mid) FROM _chk WHERE _errors IS NULL)")
     if repeated:
-        con.execute("""INSERT INTO _drop SELECT _row FROM _chk WHERE len(_errors) = 0
-            AND _mid IN (SELECT _mid FROM _chk WHERE len(_errors) = 0 GROUP BY _mid HAVING count(*) > 1)
-            QUALIFY row_number() OVER (PARTITION BY _mid ORDER BY _row) > 1""")
-    if stored:
-        con.execute("""INSERT INTO _drop SELECT _row FROM _chk WHERE len(_errors) = 0
-            AND _mid IN (SELECT event_id FROM events)""")
-    con.execute("""CREATE OR REPLACE TEMP VIEW _fresh AS SELECT * FROM _chk
-        WHERE len(_errors) = 0 AND _row NOT IN (SELECT _row FROM _drop)""")
-    fresh = _scalar(con, "SELECT count(*) FROM _fresh")
-    valid = _scalar(con, "SELECT count(*) FROM _chk WHERE len(_errors) = 0")
+        repeated = valid - _scalar(con, "SELECT count(DISTINCT _mid) FROM _chk WHERE _errors IS NULL")
+    stored = _scalar(con, "SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1)")
+    fresh_where = "_errors IS NULL"
+    fresh = valid
+    if repeated or stored:
+        con.execute("CREATE OR REPLACE TEMP TABLE _drop (_row BIGINT)")
+        if repeated:
+            con.execute("""INSERT INTO _drop SELECT _row FROM _chk WHERE _errors IS NULL
+                AND _mid IN (SELECT _mid FROM _chk WHERE _errors IS NULL GROUP BY _mid HAVING count(*) > 1)
+                QUALIFY row_number() OVER (PARTITION BY _mid ORDER BY _row) > 1""")
+        if stored:
+            con.execute("""INSERT INTO _drop SELECT _row FROM _chk WHERE _errors IS NULL
+                AND _mid IN (SELECT event_id FROM events)""")
+        dropped = _scalar(con, "SELECT count(DISTINCT _row) FROM _drop")
+        if dropped:
+            fresh_where = "_errors IS NULL AND _row NOT IN (SELECT _row FROM _drop)"
+            fresh = valid - dropped
     result = IngestResult(duplicates=int(valid - fresh))
     timer.lap("dedupe")
     if progress:
@@ -250,25 +270,34 @@ def _import(
         return result, len(rejected_rows), rejects
 
     # 4. Identity graph, once per distinct identity combination, in order of first appearance.
+    id_cols = ", ".join(f"_{r}" for r in present)
     id_type = "CASE " + " ".join(f"WHEN _{r} IS NOT NULL THEN '{r}'" for r in present) + " END"
-    id_value = "coalesce(" + ", ".join(f"_{r}" for r in present) + ")"
+    id_value = "coalesce(" + id_cols + ")"
     ids_json = (
         "to_json(list_filter(["
         + ", ".join(f"CASE WHEN _{r} IS NOT NULL THEN ['{r}', _{r}] END" for r in present)
         + "], lambda x: x IS NOT NULL))::VARCHAR"
     )
-    any_ids = ", ".join(f"any_value(_{r}) AS _{r}" for r in present)
-    combos = con.execute(f"""SELECT _combo, {id_type}, {id_value}, {ids_json}, _first_mid, _first, _last,
-            {", ".join(f"_{r}" for r in present)}
-        FROM (SELECT _combo, arg_min(_mid, _row) AS _first_mid, min(_row) AS _first_row,
-                     min(_ts)::TIMESTAMP AS _first, max(_ts)::TIMESTAMP AS _last, {any_ids}
-              FROM _fresh GROUP BY _combo)
-        ORDER BY _first_row""").fetchall()
-    timer.lap("combos")  # DuckDB hands min/max back as naive UTC TIMESTAMPs (cheaper than TIMESTAMPTZ → pytz)
-    sightings = []
-    for row in combos:
-        keys = [(r, v) for r, v in zip(present, row[7:], strict=True) if v is not None]
-        sightings.append(Sighting(keys, as_utc(row[5]), as_utc(row[6]), row[4]))
+    combos = con.sql(f"""SELECT {id_cols}, hash({id_cols}) AS _key,
+            {id_type} AS _id_type, {id_value} AS _id_value, {ids_json} AS _ids,
+            _first_mid, _first, _last
+        FROM (SELECT {id_cols}, arg_min(_mid, _row) AS _first_mid, min(_row) AS _first_row,
+                     min(_ts) AS _first, max(_ts) AS _last
+              FROM _chk WHERE {fresh_where} GROUP BY ALL)
+        ORDER BY _first_row""").to_arrow_table()
+    timer.lap("combos")
+    keys = _keys(present, [combos.column(f"_{r}").to_pylist() for r in present])
+    sightings = [
+        Sighting(k, first, last, mid)
+        for k, first, last, mid in zip(
+            keys,
+            _datetimes(combos.column("_first")),
+            _datetimes(combos.column("_last")),
+            combos.column("_first_mid").to_pylist(),
+            strict=True,
+        )
+    ]
+    timer.lap("sightings")
     with ingestor.engine.begin() as conn:
         resolution = resolve_sightings(
             conn,
@@ -278,36 +307,85 @@ def _import(
             now=now,
             make_id=ingestor.make_id,
         )
-    people = resolution.people
-    timer.lap("ops write")
-    con.register(
-        "_combos",
-        pa.table(
-            {
-                "_combo": [r[0] for r in combos],
-                "_person": people,
-                "_id_type": [r[1] for r in combos],
-                "_id_value": [r[2] for r in combos],
-                "_ids": [r[3] for r in combos],
-            }
-        ),
-    )
+    timer.lap("identity graph + ops write")
+    con.register("_combos", combos.append_column("_person", pa.array(resolution.people, pa.string())))
 
-    # 5. Append the events and the change feed in one DuckDB transaction.
+    # 5. Append the events and the change feed in one DuckDB transaction. Each row finds its
+    # combination by the 64-bit hash of its identity columns when no two combinations share one
+    # (checked here), else by the columns themselves (NULL matching NULL).
+    on = " AND ".join(f"f._{r} IS NOT DISTINCT FROM c._{r}" for r in present)
+    if _distinct_keys(combos):
+        on = f"hash({', '.join(f'f._{r}' for r in present)}) = c._key"
     with store.transaction() as tx:
         tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
             c._id_type AS identity_type, c._id_value AS identity_value, c._ids AS identities,
             'track' AS message_type, f._event AS name, f._ts AS ts, f._props AS properties,
             {_lit(source)} AS source, TIMESTAMPTZ '{now.isoformat()}' AS received_at
-            FROM _fresh f JOIN _combos c USING (_combo)""")
+            FROM (SELECT * FROM _chk WHERE {fresh_where}) f JOIN _combos c ON {on}""")
+        timer.lap("events insert")
         apply_changes(ingestor.engine, store, tx)
-    timer.lap("events insert")
+    timer.lap("change feed")
     store.forget_seen_index()
     result.accepted = int(fresh)
     result.count(resolution)
     if progress:
         progress(int(fresh))
     return result, len(rejected_rows), rejects
+
+
+def _distinct_keys(combos: pa.Table) -> bool:
+    """Whether no two identity combinations share a 64-bit hash (``_key``)."""
+    return bool(pc.count_distinct(combos.column("_key")).as_py() == combos.num_rows)
+
+
+def _nullable(path: Path, columns: list[str]) -> set[str]:
+    """Which of ``columns`` may hold NULLs, from the Parquet footer (schema and row-group statistics)."""
+    meta = pq.ParquetFile(path).metadata
+    index = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+    out = set()
+    for c in columns:
+        i = index.get(c)
+        if i is None:
+            out.add(c)
+            continue
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(i).statistics
+            if stats is None or not stats.has_null_count or stats.null_count:
+                out.add(c)
+                break
+    return out
+
+
+def _props_json(props: list[str], nullable: set[str]) -> str:
+    """SQL for the ``properties`` JSON text of a row: every property column, NULLs left out.
+
+    ``json_object`` is cheap; leaving NULLs out (``json_merge_patch`` drops them) is not, so only
+    rows with a NULL in a column that may hold one pay for it.
+    """
+    if not props:
+        return "'{}'"
+    obj = "json_object(" + ", ".join(f"{_lit(c)}, {_q(c)}" for c in props) + ")"
+    if not nullable:
+        return f"{obj}::VARCHAR"
+    any_null = " OR ".join(f"{_q(c)} IS NULL" for c in props if c in nullable)
+    return f"(CASE WHEN {any_null} THEN json_merge_patch('{{}}', {obj}) ELSE {obj} END)::VARCHAR"
+
+
+def _keys(roles: list[str], columns: list[list[str | None]]) -> list[list[tuple[str, str]]]:
+    """The (type, value) keys of each combination, in priority order, absent values left out."""
+    if len(roles) == 1:
+        return [[(roles[0], v)] if v is not None else [] for v in columns[0]]
+    tagged = [[(r, v) if v is not None else None for v in col] for r, col in zip(roles, columns, strict=True)]
+    return [[k for k in ks if k is not None] for ks in zip(*tagged, strict=True)]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _datetimes(column: pa.ChunkedArray) -> list[datetime]:
+    """Aware UTC datetimes of a timestamp column (much cheaper than ``to_pylist`` on timestamps)."""
+    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().tolist()
+    return [_EPOCH + timedelta(microseconds=m) for m in micros]
 
 
 def _scalar(con: Any, sql: str) -> int:
@@ -321,8 +399,10 @@ class _Timer:
 
     def __init__(self) -> None:
         self.last = time.perf_counter()
+        self.last_cpu = time.process_time()
 
     def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        log.info("bulk import %s: %.2fs", name, now - self.last)
-        self.last = now
+        """Log the wall time since the last lap, and the process's CPU time (all threads)."""
+        now, cpu = time.perf_counter(), time.process_time()
+        log.info("bulk import %s: %.2fs (cpu %.2fs)", name, now - self.last, cpu - self.last_cpu)
+        self.last, self.last_cpu = now, cpu
