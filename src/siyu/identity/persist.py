@@ -14,8 +14,8 @@ from sqlalchemy import Connection, bindparam, select, update
 from siyu.identity.graph import IdentityGraph
 from siyu.identity.traits import merge_traits
 from siyu.ids import derived_id
+from siyu.store.feed import Change, insert_changes
 from siyu.store.ops.schema import (
-    changes,
     group_members,
     identities,
     identity_merges,
@@ -189,7 +189,7 @@ def _log_merges(conn: Connection, graph: IdentityGraph, now: datetime) -> None:
     serialised here exactly as SQLAlchemy's JSON type does (``json.dumps``).
     """
     rows = []
-    feed = []
+    feed: list[Change] = []
     find = graph.find
     for merge in [*graph.merges, *graph.refusals]:
         rows.append(
@@ -215,12 +215,11 @@ def _log_merges(conn: Connection, graph: IdentityGraph, now: datetime) -> None:
                     find(merge.into_person_id),
                     derived_id("merge", merge.from_person_id, merge.into_person_id),
                     merge.at,
-                    json.dumps(payload),
+                    payload,
                 )
             )
     bulk_insert(conn, identity_merges, _MERGE_COLUMNS, rows)
-    bulk_insert(conn, changes, _CHANGE_COLUMNS, feed)
+    insert_changes(conn, feed)
 
 
 _MERGE_COLUMNS = ("status", "from_person_id", "into_person_id", "reason", "message_id", "identities", "created_at")
-_CHANGE_COLUMNS = ("kind", "person_id", "event_id", "occurred_at", "payload")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, bindparam, delete, select, tuple_
 
 from siyu.ids import derived_id
-from siyu.store.ops.schema import changes, traits
-from siyu.store.ops.upsert import sqlite_value, upsert
+from siyu.store.feed import Change, insert_changes
+from siyu.store.ops.schema import traits
+from siyu.store.ops.upsert import sqlite_value
 from siyu.timeutil import as_utc
 
 TraitUpdate = tuple[str, str, Any, datetime, str]  # person_id, key, value, ts, message_id
@@ -22,47 +23,24 @@ _TRAITS_OF = select(traits.c.person_id, traits.c.key, traits.c.value, traits.c.u
 )
 
 
-def _raw(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """``executemany`` straight on the driver: SQLAlchemy's per-row JSON and date processing
-    dominates large identify batches. ``sql`` uses ``?`` and ``?json`` (a JSON text parameter:
-    plain text in SQLite, whose ``CAST(… AS JSON)`` would mean NUMERIC; cast on PostgreSQL)."""
-    if conn.dialect.name == "postgresql":
-        sql = sql.replace("?json", "CAST(%s AS JSON)").replace("?", "%s")
-    else:
-        sql = sql.replace("?json", "?")
-    conn.exec_driver_sql(sql, rows)
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _time(conn: Connection, value: datetime) -> Any:
-    return value if conn.dialect.name == "postgresql" else sqlite_value(value)
-
-
 def upsert_traits(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert or replace trait rows (``person_id, key, value, updated_at``)."""
-    if rows:
-        _raw(
-            conn,
-            "INSERT INTO traits (person_id, key, value, updated_at) VALUES (?, ?, ?json, ?) "
-            "ON CONFLICT (person_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            [(r["person_id"], r["key"], _json(r["value"]), _time(conn, r["updated_at"])) for r in rows],
-        )
+    """Insert or replace trait rows (``person_id, key, value, updated_at``) with one raw statement.
 
-
-def insert_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Append change-feed rows (``kind, person_id, event_id, occurred_at, payload``)."""
-    if rows:
-        _raw(
-            conn,
-            "INSERT INTO changes (kind, person_id, event_id, occurred_at, payload) VALUES (?, ?, ?, ?, ?json)",
-            [
-                (r["kind"], r["person_id"], r["event_id"], _time(conn, r["occurred_at"]), _json(r["payload"]))
-                for r in rows
-            ],
-        )
+    SQLAlchemy's per-row JSON and date processing dominated large identify batches; values are
+    serialised here as its JSON type stores them (``json.dumps``), dates as SQLite stores them.
+    """
+    if not rows:
+        return
+    pg = conn.dialect.name == "postgresql"
+    mark, json_mark = ("%s", "CAST(%s AS JSON)") if pg else ("?", "?")  # SQLite's CAST(… AS JSON) is NUMERIC
+    conn.exec_driver_sql(
+        f"INSERT INTO traits (person_id, key, value, updated_at) VALUES ({mark}, {mark}, {json_mark}, {mark}) "
+        "ON CONFLICT (person_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        [
+            (r["person_id"], r["key"], json.dumps(r["value"]), r["updated_at"] if pg else sqlite_value(r["updated_at"]))
+            for r in rows
+        ],
+    )
 
 
 def wins(strategy: str, new: Any, new_at: datetime, old: Any, old_at: datetime) -> bool:
@@ -111,22 +89,15 @@ def apply_trait_updates(conn: Connection, updates: Iterable[TraitUpdate], strate
     upsert_traits(conn, upserts)
     if removals:
         conn.execute(delete(traits).where(tuple_(traits.c.person_id, traits.c.key).in_(removals)))
-    feed = []
+    feed: list[Change] = []
     for p, k in changed:
         old_value = before.get((p, k), (None, None))[0]
         new_value = current[(p, k)][0]
         if old_value is None and new_value is None:
             continue
         message_id, at = last_message[(p, k)]
-        feed.append(
-            {
-                "kind": "trait_changed",
-                "person_id": p,
-                "event_id": derived_id("trait", message_id, p, k),
-                "occurred_at": at,
-                "payload": {"key": k, "old": old_value, "new": new_value, "message_id": message_id},
-            }
-        )
+        payload = {"key": k, "old": old_value, "new": new_value, "message_id": message_id}
+        feed.append(("trait_changed", p, derived_id("trait", message_id, p, k), at, payload))
     insert_changes(conn, feed)
     return len(feed)
 
@@ -163,27 +134,23 @@ def merge_traits(conn: Connection, merged_into: Mapping[str, str], strategies: M
     sources = list(merged_into)
     for i in range(0, len(sources), 2000):
         conn.execute(delete(traits).where(traits.c.person_id.in_(sources[i : i + 2000])))
-    upsert(
+    upsert_traits(
         conn,
-        traits,
         [{"person_id": r, "key": k, "value": current[(r, k)][0], "updated_at": current[(r, k)][1]} for r, k in winner],
-        ["person_id", "key"],
-        ["value", "updated_at"],
     )
-    feed = [
-        {
-            "kind": "trait_changed",
-            "person_id": root,
-            "event_id": derived_id("trait-merge", winner[(root, k)], root, k),
-            "occurred_at": current[(root, k)][1],
-            "payload": {
+    feed: list[Change] = [
+        (
+            "trait_changed",
+            root,
+            derived_id("trait-merge", winner[(root, k)], root, k),
+            current[(root, k)][1],
+            {
                 "key": k,
                 "old": before[(root, k)][0] if (root, k) in before else None,
                 "new": current[(root, k)][0],
                 "merged_from": winner[(root, k)],
             },
-        }
+        )
         for root, k in changed
     ]
-    if feed:
-        conn.execute(changes.insert(), feed)
+    insert_changes(conn, feed)

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, and_, select, update
 from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.ids import derived_id
 from siyu.ingest.pipeline import Ingestor
-from siyu.store.feed import apply_changes
-from siyu.store.ops.schema import changes, group_members, groups, persons, staff, staff_relations
+from siyu.store.feed import apply_changes, insert_changes
+from siyu.store.ops.schema import group_members, groups, persons, staff, staff_relations
 from siyu.store.ops.upsert import upsert
 from siyu.timeutil import as_utc
 
@@ -32,15 +32,7 @@ def _utc(value: datetime | None) -> datetime:
 
 
 def _change(conn: Connection, kind: str, person_id: str, at: datetime, payload: dict[str, Any], *key: str) -> None:
-    conn.execute(
-        changes.insert().values(
-            kind=kind,
-            person_id=person_id,
-            event_id=derived_id(kind, person_id, *key),
-            occurred_at=at,
-            payload=payload,
-        )
-    )
+    insert_changes(conn, [(kind, person_id, derived_id(kind, person_id, *key), at, payload)])
 
 
 def _check_id(name: str, value: str, limit: int = 64) -> None:

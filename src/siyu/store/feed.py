@@ -8,17 +8,34 @@ between the two commits is repaired by the next call.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 import orjson
 import pyarrow as pa
-from sqlalchemy import Engine, Text, bindparam, cast, select
+from sqlalchemy import Connection, Engine, Text, bindparam, cast, select
 
 from siyu.store.events import EVENTS_ARROW, EventStore
 from siyu.store.ops.schema import changes
+from siyu.store.ops.upsert import bulk_insert
 
 WATERMARK = "ops_change_seq"
+
+#: One change: kind, person_id, event_id (deterministic, see ``derived_id``), occurred_at, payload.
+Change = tuple[str, str | None, str, datetime, dict[str, Any]]
+_COLUMNS = ("kind", "person_id", "event_id", "occurred_at", "payload")
+
+
+def insert_changes(conn: Connection, rows: Sequence[Change]) -> None:
+    """Append changes to the feed, in the caller's ops transaction (every writer's one path).
+
+    Written with :func:`bulk_insert`; the payload serialised as SQLAlchemy's JSON type stores it.
+    """
+    bulk_insert(conn, changes, _COLUMNS, [(k, p, e, at, json.dumps(payload)) for k, p, e, at, payload in rows])
+
 
 # The payload as its JSON text: parsing it into Python only to dump it again was most of the work.
 _PENDING = (
@@ -58,11 +75,11 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
             cols["message_type"].append("change")
             cols["name"].append("$" + row.kind)
             cols["ts"].append(at)
-            cols["properties"].append(orjson.dumps(orjson.loads(row.payload)).decode())  # one canonical form
+            payload = orjson.loads(row.payload)
+            cols["properties"].append(orjson.dumps(payload).decode())  # one canonical form, whoever wrote it
             cols["source"].append("siyu")
             cols["received_at"].append(now)
             if row.kind == "identities_merged":
-                payload = orjson.loads(row.payload)
                 aliases.append((payload["from_person_id"], payload["into_person_id"]))
         store.add_aliases(con, aliases)
         store.append_events(con, pa.table(cols, schema=EVENTS_ARROW))
