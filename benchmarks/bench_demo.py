@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _time_until_ready(args: list[str], home: Path, ready: callable, limit: float) -> float:  # type: ignore[valid-type]
+def _time_until_ready(args: list[str], home: Path, ready: Callable[[str, Path], bool], limit: float) -> float:
     port = _free_port()
     env = {**os.environ, "SIYU_HOME": str(home)}
     start = time.perf_counter()

@@ -169,7 +169,8 @@ def test_purchases_follow_bgnbd(big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.
     z = (repeats.sum() - expected.sum()) / np.sqrt(((repeats - expected) ** 2).sum())
     assert abs(z) < 4, f"repeat purchases {repeats.sum()} vs BG/NBD expectation {expected.sum():.0f} (z={z:.1f})"
     # The drop-out draws match the brand: E[p] = a / (a + b) for p ~ Beta(a, b).
-    assert abs(truth.p_drop[~truth.abuser & ~truth.super_user].mean() - 0.7 / 5.7) < 0.01
+    buy = MOTHER_BABY.buy
+    assert abs(truth.p_drop[~truth.abuser & ~truth.super_user].mean() - buy.a / (buy.a + buy.b)) < 0.01
 
 
 def test_spend_follows_gamma_gamma(big: tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:

@@ -205,11 +205,14 @@ def simulate(
         result["loaded"] = _load_simulation(ctx, out_dir, as_json)
     if as_json:
         emit_json(result)
-    else:
-        out.print(
-            f"{chosen.name}: {summary.customers:,} customers, {summary.events:,} events, "
-            f"{summary.orders:,} order rows, {summary.start} – {summary.end} → {out_dir} (truth in {out_dir / 'truth'})"
-        )
+        return
+    out.print(
+        f"{chosen.name}: {summary.customers:,} customers, {summary.events:,} events, "
+        f"{summary.orders:,} order rows, {summary.start} – {summary.end} → {out_dir} (truth in {out_dir / 'truth'})"
+    )
+    if load:
+        loaded = {k: v["accepted"] for k, v in result["loaded"].items() if isinstance(v, dict)}
+        out.print(f"loaded into {settings.home}: " + ", ".join(f"{k} {n:,}" for k, n in loaded.items()))
 
 
 def _load_simulation(ctx: typer.Context, folder: Path, quiet: bool) -> dict[str, Any]:

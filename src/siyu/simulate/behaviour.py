@@ -155,6 +155,12 @@ class World:
         order = order / order.mean()
         self.cum_order = np.concatenate([[0.0], np.cumsum(order)])
 
+    def timestamps(self, days: np.ndarray) -> pa.Array:
+        """UTC timestamps of simulated times (days since day 0); ``inf`` (never) becomes null."""
+        finite = np.isfinite(days)
+        micros = self.base_us + np.round(np.where(finite, days, 0.0) * 86_400e6).astype(np.int64)
+        return pa.array(micros, pa.timestamp("us", tz="UTC"), mask=None if finite.all() else ~finite)
+
     def numbered(self, prefix: str, numbers: np.ndarray) -> pa.Array:
         """Identifiers of other numbered things (groups, content): ``wrmb1-000042``."""
         text = pc.utf8_lpad(pa.array(numbers, pa.int64()).cast(pa.string()), 6, "0")
@@ -549,7 +555,7 @@ def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
     registered_at = np.where(pop.member[owner], pop.acquired[owner] + pop.member_delay[owner], np.inf)
     is_member = t >= registered_at
     ids = lambda prefix: lambda c: world.customer_ids(prefix, c)  # noqa: E731
-    ts = pa.array(world.base_us + np.round(t * 86_400e6).astype(np.int64), pa.timestamp("us", tz="UTC"))
+    ts = world.timestamps(t)
     msg = pc.binary_join_element_wise(
         f"{brand.key}{world.seed}-b{block}-", pa.array(np.arange(n)).cast(pa.string()), ""
     )
@@ -603,9 +609,6 @@ def _order_table(
     """Paid orders, and a later refunded version of the refunded ones."""
     products = world.brand.products
 
-    def to_ts(days: np.ndarray) -> pa.Array:
-        return pa.array(world.base_us + np.round(days * 86_400e6).astype(np.int64), pa.timestamp("us", tz="UTC"))
-
     product, quantity = main
     cheapest, extra = top_up
     lines = 1 + (extra > 0)
@@ -636,8 +639,8 @@ def _order_table(
             "order_id": order_ids(world, order_code),
             "status": pa.array(["paid"] * len(buyer), pa.string()),
             "member_id": members,
-            "paid_at": to_ts(paid),
-            "updated_at": to_ts(paid),
+            "paid_at": world.timestamps(paid),
+            "updated_at": world.timestamps(paid),
             "amount_fen": pa.array(amount),
             "discount_fen": pa.array(discount),
             "refund_fen": pa.array(np.zeros(len(buyer), dtype=np.int64)),
@@ -648,7 +651,7 @@ def _order_table(
     )
     r = np.flatnonzero(refund)
     refunded = paid_table.take(pa.array(r)).set_column(1, "status", pa.array(["refunded"] * len(r), pa.string()))
-    refunded = refunded.set_column(4, "updated_at", to_ts(refund_at[r]))
+    refunded = refunded.set_column(4, "updated_at", world.timestamps(refund_at[r]))
     refunded = refunded.set_column(7, "refund_fen", pa.array(amount[r]))
     both = pa.concat_tables([paid_table, refunded])
     return both.take(pc.sort_indices(both, [("updated_at", "ascending"), ("order_id", "ascending")]))

@@ -142,10 +142,6 @@ def simulate(
     return summary
 
 
-def _ts(world: World, days: np.ndarray) -> pa.Array:
-    return pa.array(world.base_us + np.round(days * 86_400e6).astype(np.int64), pa.timestamp("us", tz="UTC"))
-
-
 def phones(world: World, numbers: np.ndarray) -> pa.Array:
     """A distinct mobile number per customer; the accounts of one abuser ring share their first one's."""
     ring = world.pop.ring[numbers]
@@ -176,7 +172,7 @@ def _customer_table(world: World) -> pa.Table:
     linked = pa.array(pop.linked)
     profile = {
         "message_id": world.customer_ids("cp-", every),
-        "timestamp": _ts(world, pop.acquired),
+        "timestamp": world.timestamps(pop.acquired),
         "wecom_external_userid": world.customer_ids("wm", every),
         "unionid": pc.if_else(linked, world.customer_ids("un", every), null),
         "member_id": null,
@@ -194,7 +190,7 @@ def _customer_table(world: World) -> pa.Table:
     baby = np.round(pop.baby_months[reg] + (reg_at[reg] - pop.acquired[reg]) / 30.4).astype(np.int64)
     registration = {
         "message_id": world.customer_ids("cr-", reg),
-        "timestamp": _ts(world, reg_at[reg]),
+        "timestamp": world.timestamps(reg_at[reg]),
         "wecom_external_userid": pa.nulls(m, pa.string()),
         "unionid": pc.if_else(pa.array(pop.linked[reg]), world.customer_ids("un", reg), pa.nulls(m, pa.string())),
         "member_id": world.customer_ids("M", reg),
@@ -212,19 +208,12 @@ def _customer_table(world: World) -> pa.Table:
 
 def _staff_table(world: World) -> pa.Table:
     staff = world.staff
-    resigned = np.isfinite(staff.resigned_at)
     names = [f"员工{i + 1:03d}" for i in range(len(staff.userids))]
     return pa.table(
         {
             "userid": pa.array(staff.userids, pa.string()),
             "name": pa.array(names, pa.string()),
-            "resigned_at": pa.array(
-                np.where(
-                    resigned, world.base_us + np.round(np.where(resigned, staff.resigned_at, 0) * 86_400e6), 0
-                ).astype(np.int64),
-                pa.timestamp("us", tz="UTC"),
-                mask=~resigned,
-            ),
+            "resigned_at": world.timestamps(staff.resigned_at),
             "successor": pa.array([staff.userids[s] if s >= 0 else None for s in staff.successor], pa.string()),
         }
     )
@@ -241,7 +230,7 @@ def _write_truth(
             "customer_no": pa.array(every),
             "wecom_external_userid": ext,
             "member_id": pc.if_else(pa.array(pop.member), world.customer_ids("M", every), pa.nulls(pop.n, pa.string())),
-            "acquired_at": _ts(world, pop.acquired),
+            "acquired_at": world.timestamps(pop.acquired),
             "channel": pa.array([brand.channels[c].key for c in pop.channel], pa.string()),
             "staff_userid": pa.array([world.staff.userids[s] for s in pop.staff], pa.string()),
             "lam_per_day": pa.array(pop.lam),
@@ -266,7 +255,7 @@ def _write_truth(
             "holdout": pa.array(pop.holdout),
             "inviter_no": pa.array(pop.inviter),
             "group_no": pa.array(pop.group),
-            "churn_at": _ts_or_null(world, pop.churn),
+            "churn_at": world.timestamps(pop.churn),
         }
     )
     pq.write_table(persons, folder / "persons.parquet")
@@ -317,12 +306,6 @@ def _write_truth(
         "staff": len(world.staff.userids),
     }
     (folder / "params.json").write_text(json.dumps(params, ensure_ascii=False, indent=2) + "\n")
-
-
-def _ts_or_null(world: World, days: np.ndarray) -> pa.Array:
-    finite = np.isfinite(days)
-    values = world.base_us + np.round(np.where(finite, days, 0) * 86_400e6).astype(np.int64)
-    return pa.array(values, pa.timestamp("us", tz="UTC"), mask=~finite)
 
 
 class _Writer:
