@@ -28,6 +28,7 @@ from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
 from siyu.perf import gc_paused
 from siyu.store.feed import apply_changes
+from siyu.store.state import fold_seen
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,7 @@ def _import(
             {_lit(source)} AS source, TIMESTAMPTZ '{now.isoformat()}' AS received_at
             FROM (SELECT * FROM _chk WHERE {fresh_where}) f JOIN _combos c ON {on}""")
         timer.lap("events insert")
+        fold_seen(tx, "(SELECT _person AS person_id, _first AS first, _last AS last FROM _combos)")
         apply_changes(ingestor.engine, store, tx)
     timer.lap("change feed")
     store.forget_seen_index()

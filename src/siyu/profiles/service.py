@@ -13,6 +13,7 @@ from sqlalchemy import Engine, Text, cast, delete, func, or_, select, update
 from siyu.config import IDENTITY_TYPES
 from siyu.identity.normalize import IdentityScreen, IdentityValueError
 from siyu.store.events import EventStore
+from siyu.store.state import forget_persons
 from siyu.store.ops.schema import (
     changes,
     erasures,
@@ -278,6 +279,7 @@ def erase_person(
                     "OR alias_id IN (SELECT unnest(?::VARCHAR[]))",
                     [aliases, aliases],
                 )
+                forget_persons(con, aliases)
                 counts["other_events_scrubbed"] = _scrub_events(con, values)
                 conn.execute(
                     erasures.insert().values(

@@ -23,7 +23,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from siyu.store.state import STATE_DDL, fold_event_table, rebuild_state
+
 SCHEMA_VERSION = 1
+#: Bumped when the person-state fold changes meaning: stores at another version are refolded on open.
+STATE_VERSION = "1"
+STATE_VERSION_KEY = "state_version"
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",
@@ -195,6 +200,15 @@ class EventStore:
                 "INSERT INTO store_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
                 [str(SCHEMA_VERSION)],
             )
+            self._ensure_state()
+
+    def _ensure_state(self) -> None:
+        """Create the person-state tables; fold them from the history once for a store made before them."""
+        self.con.execute(STATE_DDL)
+        if self.get_meta(STATE_VERSION_KEY) != STATE_VERSION:
+            with self.transaction() as con:
+                rebuild_state(con)
+                self.set_meta(con, STATE_VERSION_KEY, STATE_VERSION)
 
     def close(self) -> None:
         """Close the connection."""
@@ -316,6 +330,7 @@ class EventStore:
         """
         if table.num_rows:
             self._insert(con, "events", table)
+            fold_event_table(con, table)
             if self._seen is not None:
                 if hashes is not None:
                     self._pending_hashes.append(hashes)

@@ -19,6 +19,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, Text, bindparam, cast, select
 
 from siyu.store.events import EVENTS_ARROW, EventStore
+from siyu.store.state import CHANGES_ARROW, fold_changes
 from siyu.store.ops.schema import changes
 from siyu.store.ops.upsert import bulk_insert
 
@@ -65,6 +66,7 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
         now = datetime.now(UTC)
         cols: dict[str, list[object]] = {name: [] for name in EVENTS_ARROW.names}
         aliases = []
+        fold: dict[str, list[object]] = {name: [] for name in CHANGES_ARROW.names}
         for row in rows:
             at = row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=UTC)
             cols["event_id"].append(row.event_id)
@@ -79,10 +81,16 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
             cols["properties"].append(orjson.dumps(payload).decode())  # one canonical form, whoever wrote it
             cols["source"].append("siyu")
             cols["received_at"].append(now)
+            fold["seq"].append(row.seq)
+            fold["kind"].append(row.kind)
+            fold["person_id"].append(row.person_id or "")
+            fold["payload"].append(cols["properties"][-1])
+            fold["changed_at"].append(at)
             if row.kind == "identities_merged":
                 aliases.append((payload["from_person_id"], payload["into_person_id"]))
         store.add_aliases(con, aliases)
         store.append_events(con, pa.table(cols, schema=EVENTS_ARROW))
+        fold_changes(con, pa.table(fold, schema=CHANGES_ARROW), aliases)
         last = rows[-1].seq
         store.set_meta(con, WATERMARK, str(last))
         applied += len(rows)

@@ -1,0 +1,242 @@
+"""Person state in the event store, folded from events and the change feed (decision 009).
+
+Segments filter on current traits, tags, group memberships, owner and first / last seen. That
+state lives in the ops store, which the query layer cannot read; these tables mirror it inside the
+event store, kept current in the same DuckDB transaction as the events they are folded from, so
+the two can never disagree:
+
+* ``person_state`` — one row per current person: ``first_seen`` / ``last_seen`` (earliest / latest
+  event other than siyu's own change events; NULL for a person known only from changes) and
+  ``owner`` (the owning staff member's userid).
+* ``trait_state`` — current traits, ``value`` as JSON text.
+* ``tag_state`` — tags per (person, tag, staff_userid); ``''`` is a person-level tag.
+* ``group_state`` — current group memberships.
+
+Rows are keyed by the surviving person: a merge moves (or, for traits, drops: the ops store writes
+the survivor's new values as changes) the merged person's rows. :func:`rebuild_state` folds the
+whole history again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+import pyarrow as pa
+
+STATE_TABLES: tuple[str, ...] = ("person_state", "trait_state", "tag_state", "group_state")
+
+STATE_DDL = """
+CREATE TABLE IF NOT EXISTS person_state (
+    person_id VARCHAR PRIMARY KEY,
+    first_seen TIMESTAMPTZ,
+    last_seen TIMESTAMPTZ,
+    owner VARCHAR
+);
+CREATE TABLE IF NOT EXISTS trait_state (
+    person_id VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    value VARCHAR NOT NULL,  -- JSON text of the current value (never JSON null: a null removes the trait)
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (person_id, key)
+);
+CREATE TABLE IF NOT EXISTS tag_state (
+    person_id VARCHAR NOT NULL,
+    tag VARCHAR NOT NULL,
+    staff_userid VARCHAR NOT NULL,  -- '' for a person-level tag
+    tagged_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (person_id, tag, staff_userid)
+);
+CREATE TABLE IF NOT EXISTS group_state (
+    person_id VARCHAR NOT NULL,
+    chat_id VARCHAR NOT NULL,
+    joined_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (person_id, chat_id)
+);
+"""
+
+#: Change rows to fold: feed order (``seq``), kind (without ``$``), write-time person, JSON payload, time.
+CHANGES_ARROW = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("kind", pa.string()),
+        ("person_id", pa.string()),
+        ("payload", pa.string()),
+        ("changed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+_RESOLVED = "coalesce((SELECT min(a.person_id) FROM person_aliases a WHERE a.alias_id = {col}), {col})"
+
+
+def fold_seen(con: duckdb.DuckDBPyConnection, relation: str) -> None:
+    """Widen ``person_state`` first / last seen from ``relation`` (columns ``person_id``, ``first``,
+    ``last``; NULL spans only register the person), resolving merged persons to survivors."""
+    con.execute(f"""
+        INSERT INTO person_state (person_id, first_seen, last_seen)
+        SELECT coalesce(a.person_id, r.person_id) AS pid, min(r.first), max(r.last)
+        FROM {relation} r LEFT JOIN person_aliases a ON a.alias_id = r.person_id
+        WHERE r.person_id IS NOT NULL AND r.person_id <> ''
+        GROUP BY pid
+        ON CONFLICT (person_id) DO UPDATE SET
+            first_seen = least(person_state.first_seen, excluded.first_seen),
+            last_seen = greatest(person_state.last_seen, excluded.last_seen)""")
+
+
+def fold_event_table(con: duckdb.DuckDBPyConnection, events: pa.Table) -> None:
+    """Fold an appended batch of events (:data:`~siyu.store.events.EVENTS_ARROW` shape)."""
+    if not events.num_rows:
+        return
+    con.register("_fold_events", events)
+    try:
+        fold_seen(
+            con,
+            """(SELECT person_id,
+                       min(ts) FILTER (WHERE message_type <> 'change') AS first,
+                       max(ts) FILTER (WHERE message_type <> 'change') AS last
+                FROM _fold_events GROUP BY person_id)""",
+        )
+    finally:
+        con.unregister("_fold_events")
+
+
+def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table, merges: Sequence[tuple[str, str]]) -> None:
+    """Fold change rows (:data:`CHANGES_ARROW`, any order; ``seq`` decides) into the state tables.
+
+    ``merges`` are this batch's ``(merged person → survivor)`` pairs, already in ``person_aliases``.
+    Changes apply to the person they were written for, the last one per key winning; then each
+    merged person's rows move to the survivor (traits are dropped instead: the ops store writes
+    the survivor's resulting values as ``trait_changed`` changes).
+    """
+    if not rows.num_rows and not merges:
+        return
+    con.register("_fold_changes", rows)
+    _fold_traits(con)
+    _fold_tags(con)
+    _fold_groups(con)
+    _fold_owner(con)
+    _fold_merges(con, merges)
+    con.unregister("_fold_changes")
+
+
+def _last_per(key: str, kinds: str) -> str:
+    return f"""SELECT * FROM _fold_changes WHERE kind IN ({kinds})
+               QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY seq DESC) = 1"""
+
+
+def _fold_traits(con: duckdb.DuckDBPyConnection) -> None:
+    last = _last_per("person_id, json_extract_string(payload, '$.key')", "'trait_changed'")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_traits AS
+        SELECT person_id, json_extract_string(payload, '$.key') AS key,
+               json_extract(payload, '$.new')::VARCHAR AS value, changed_at
+        FROM ({last})""")
+    con.execute("""DELETE FROM trait_state USING _fold_traits f
+        WHERE trait_state.person_id = f.person_id AND trait_state.key = f.key""")
+    con.execute("""INSERT INTO trait_state SELECT person_id, key, value, changed_at FROM _fold_traits
+        WHERE value IS NOT NULL AND value <> 'null'""")
+    con.execute("DROP TABLE _fold_traits")
+
+
+def _fold_tags(con: duckdb.DuckDBPyConnection) -> None:
+    key = "person_id, json_extract_string(payload, '$.tag'), coalesce(json_extract_string(payload, '$.staff_userid'), '')"
+    last = _last_per(key, "'tag_added', 'tag_removed'")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_tags AS
+        SELECT person_id, json_extract_string(payload, '$.tag') AS tag,
+               coalesce(json_extract_string(payload, '$.staff_userid'), '') AS staff_userid, kind, changed_at
+        FROM ({last})""")
+    con.execute("""DELETE FROM tag_state USING _fold_tags f WHERE tag_state.person_id = f.person_id
+        AND tag_state.tag = f.tag AND tag_state.staff_userid = f.staff_userid""")
+    con.execute("""INSERT INTO tag_state SELECT person_id, tag, staff_userid, changed_at FROM _fold_tags
+        WHERE kind = 'tag_added'""")
+    con.execute("DROP TABLE _fold_tags")
+
+
+def _fold_groups(con: duckdb.DuckDBPyConnection) -> None:
+    last = _last_per("person_id, json_extract_string(payload, '$.chat_id')", "'group_joined', 'group_left'")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_groups AS
+        SELECT person_id, json_extract_string(payload, '$.chat_id') AS chat_id, kind, changed_at FROM ({last})""")
+    con.execute("""DELETE FROM group_state USING _fold_groups f
+        WHERE group_state.person_id = f.person_id AND group_state.chat_id = f.chat_id""")
+    con.execute("""INSERT INTO group_state SELECT person_id, chat_id, changed_at FROM _fold_groups
+        WHERE kind = 'group_joined'""")
+    con.execute("DROP TABLE _fold_groups")
+
+
+def _fold_owner(con: duckdb.DuckDBPyConnection) -> None:
+    """Register every person a change is about, then set owners (last ``owner_changed`` wins)."""
+    con.execute(f"""INSERT INTO person_state (person_id)
+        SELECT DISTINCT {_RESOLVED.format(col="c.person_id")} FROM _fold_changes c
+        WHERE c.person_id IS NOT NULL AND c.person_id <> '' AND c.kind <> 'identities_merged'
+        ON CONFLICT (person_id) DO NOTHING""")
+    last = _last_per("person_id", "'owner_changed'")
+    con.execute(f"""UPDATE person_state SET owner = json_extract_string(c.payload, '$.new')
+        FROM ({last}) c WHERE person_state.person_id = c.person_id""")
+
+
+def _fold_merges(con: duckdb.DuckDBPyConnection, merges: Sequence[tuple[str, str]]) -> None:
+    if not merges:
+        return
+    # Each merged person folds into its final survivor, in merge order (the first owner wins).
+    pairs = pa.table(
+        {
+            "n": pa.array(range(len(merges)), pa.int64()),
+            "alias_id": pa.array([a for a, _ in merges], pa.string()),
+        }
+    )
+    con.register("_fold_merge_pairs", pairs)
+    try:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_merges AS
+            SELECT n, alias_id, {_RESOLVED.format(col="alias_id")} AS into_id FROM _fold_merge_pairs""")
+    finally:
+        con.unregister("_fold_merge_pairs")
+    con.execute("""INSERT INTO person_state (person_id)
+        SELECT DISTINCT into_id FROM _fold_merges ON CONFLICT (person_id) DO NOTHING""")
+    con.execute("""UPDATE person_state SET
+            first_seen = least(person_state.first_seen, m.first_seen),
+            last_seen = greatest(person_state.last_seen, m.last_seen),
+            owner = coalesce(person_state.owner, m.owner)
+        FROM (SELECT f.into_id, min(p.first_seen) AS first_seen, max(p.last_seen) AS last_seen,
+                     arg_min(p.owner, f.n) FILTER (WHERE p.owner IS NOT NULL) AS owner
+              FROM _fold_merges f JOIN person_state p ON p.person_id = f.alias_id
+              WHERE f.alias_id <> f.into_id GROUP BY f.into_id) m
+        WHERE person_state.person_id = m.into_id""")
+    for table, key in (("tag_state", "tag, staff_userid"), ("group_state", "chat_id")):
+        con.execute(f"""INSERT INTO {table} BY NAME
+            SELECT t.* REPLACE (f.into_id AS person_id) FROM {table} t JOIN _fold_merges f ON t.person_id = f.alias_id
+            WHERE f.alias_id <> f.into_id
+            ON CONFLICT (person_id, {key}) DO NOTHING""")
+    for table in STATE_TABLES:
+        con.execute(f"""DELETE FROM {table} WHERE person_id IN
+            (SELECT alias_id FROM _fold_merges WHERE alias_id <> into_id)""")
+    con.execute("DROP TABLE _fold_merges")
+
+
+def forget_persons(con: duckdb.DuckDBPyConnection, person_ids: Sequence[str]) -> None:
+    """Delete ``person_ids`` from every state table (PIPL erasure)."""
+    for table in STATE_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE person_id IN (SELECT unnest(?::VARCHAR[]))", [list(person_ids)])
+
+
+def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty the state tables and fold the whole event history again (inside a transaction).
+
+    Change events are folded in the order they were stored (``rowid``), which is feed order.
+    """
+    for table in STATE_TABLES:
+        con.execute(f"DELETE FROM {table}")
+    fold_seen(
+        con,
+        """(SELECT person_id,
+                   min(ts) FILTER (WHERE message_type <> 'change') AS first,
+                   max(ts) FILTER (WHERE message_type <> 'change') AS last
+            FROM events GROUP BY person_id)""",
+    )
+    changes = con.sql(
+        """SELECT rowid AS seq, substr(name, 2) AS kind, person_id, properties AS payload, ts AS changed_at
+           FROM events WHERE message_type = 'change' ORDER BY rowid"""
+    ).to_arrow_table()
+    merges = con.execute(
+        """SELECT json_extract_string(properties, '$.from_person_id'), json_extract_string(properties, '$.into_person_id')
+           FROM events WHERE message_type = 'change' AND name = '$identities_merged' ORDER BY rowid"""
+    ).fetchall()
+    fold_changes(con, changes.cast(CHANGES_ARROW), [(a, b) for a, b in merges])
