@@ -46,7 +46,7 @@ def write_graph(
         remember_sqlite_texts(itertools.chain(_stamps(graph), (t for span in seen.values() for t in span)), texts)
     bulk_load(conn, persons, _PERSON_COLUMNS, _person_rows(graph, seen, now, texts), prepared=True)
     bulk_load(conn, identities, _IDENTITY_COLUMNS, _identity_rows(graph, texts), prepared=True)
-    _apply_merges(conn, graph, trait_strategies)
+    _apply_merges(conn, graph, trait_strategies, now)
     _log_merges(conn, graph, now)
     existing = [(pid, span) for pid, span in seen.items() if pid not in graph.new_persons]
     widen_spans(conn, existing)
@@ -131,7 +131,7 @@ def widen_spans(conn: Connection, spans: Sequence[tuple[str, tuple[datetime, dat
     conn.exec_driver_sql(sql, rows)
 
 
-def _apply_merges(conn: Connection, graph: IdentityGraph, trait_strategies: Mapping[str, str]) -> None:
+def _apply_merges(conn: Connection, graph: IdentityGraph, trait_strategies: Mapping[str, str], now: datetime) -> None:
     """Move everything of merged (pre-existing) persons to their survivors, in a few statements.
 
     Persons created and merged within this batch need nothing: their rows were written with the
@@ -178,6 +178,26 @@ def _apply_merges(conn: Connection, graph: IdentityGraph, trait_strategies: Mapp
             .where(persons.c.id == root)
             .values(first_seen=bindparam("first"), last_seen=bindparam("last"), owner_staff_id=bindparam("owner")),
             list(survivors.values()),
+        )
+        # A survivor that takes a merged person's owner says so, like every other owner change.
+        insert_changes(
+            conn,
+            [
+                (
+                    "owner_changed",
+                    root_id,
+                    derived_id(
+                        "owner-merge",
+                        root_id,
+                        str(s["owner"]),
+                        *sorted(k for k, v in merged_into.items() if v == root_id),
+                    ),
+                    now,
+                    {"old": rows[root_id].owner_staff_id, "new": s["owner"], "reason": "merged"},
+                )
+                for root_id, s in survivors.items()
+                if s["owner"] != rows[root_id].owner_staff_id
+            ],
         )
     merge_traits(conn, merged_into, trait_strategies)
 

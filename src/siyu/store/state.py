@@ -6,7 +6,7 @@ event store, kept current in the same DuckDB transaction as the events they are 
 the two can never disagree:
 
 * ``person_state`` — one row per current person: ``first_seen`` / ``last_seen`` (earliest / latest
-  event other than siyu's own change events; NULL for a person known only from changes) and
+  sighting, :data:`SIGHTING`; NULL for a person known only from other changes) and
   ``owner`` (the owning staff member's userid).
 * ``trait_state`` — current traits, ``value`` as JSON text.
 * ``tag_state`` — tags per (person, tag, staff_userid); ``''`` is a person-level tag.
@@ -66,6 +66,10 @@ CHANGES_ARROW = pa.schema(
     ]
 )
 
+#: Events that widen first / last seen, as in the profile: every message and order event, and the
+#: WeCom sightings (a contact added, a group joined); not siyu's other change events.
+SIGHTING = "message_type <> 'change' OR name IN ('$relation_added', '$group_joined')"
+
 _RESOLVED = "coalesce((SELECT min(a.person_id) FROM person_aliases a WHERE a.alias_id = {col}), {col})"
 
 
@@ -91,9 +95,9 @@ def fold_event_table(con: duckdb.DuckDBPyConnection, events: pa.Table) -> None:
     try:
         fold_seen(
             con,
-            """(SELECT person_id,
-                       min(ts) FILTER (WHERE message_type <> 'change') AS first,
-                       max(ts) FILTER (WHERE message_type <> 'change') AS last
+            f"""(SELECT person_id,
+                       min(ts) FILTER (WHERE {SIGHTING}) AS first,
+                       max(ts) FILTER (WHERE {SIGHTING}) AS last
                 FROM _fold_events GROUP BY person_id)""",
         )
     finally:
@@ -104,24 +108,34 @@ def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table, merges: Sequenc
     """Fold change rows (:data:`CHANGES_ARROW`, any order; ``seq`` decides) into the state tables.
 
     ``merges`` are this batch's ``(merged person → survivor)`` pairs, already in ``person_aliases``.
-    Changes apply to the person they were written for, the last one per key winning; then each
-    merged person's rows move to the survivor (traits are dropped instead: the ops store writes
-    the survivor's resulting values as ``trait_changed`` changes).
+    The fold does not depend on where in the batch a merge falls:
+
+    * tags and group memberships follow the person: the merged persons' earlier rows move to the
+      survivor, then the batch's changes apply to the resolved person, the last per key winning;
+    * traits and the owner are the ops store's per-person decisions: changes apply to the person
+      they were written for, and a merged person's rows are dropped (the ops store writes the
+      survivor's resulting traits and owner as changes of their own).
     """
     if not rows.num_rows and not merges:
         return
     con.register("_fold_changes", rows)
-    _fold_traits(con)
+    _merge_targets(con, merges)
+    _move_merged(con)
     _fold_tags(con)
     _fold_groups(con)
+    _fold_traits(con)
     _fold_owner(con)
-    _fold_merges(con, merges)
+    _drop_merged(con)
+    con.execute("DROP TABLE _fold_merges")
     con.unregister("_fold_changes")
 
 
-def _last_per(key: str, kinds: str) -> str:
-    return f"""SELECT * FROM _fold_changes WHERE kind IN ({kinds})
+def _last_per(key: str, kinds: str, person: str = "person_id") -> str:
+    return f"""SELECT * REPLACE ({person} AS person_id) FROM _fold_changes WHERE kind IN ({kinds})
                QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY seq DESC) = 1"""
+
+
+_RESOLVED_PERSON = _RESOLVED.format(col="_fold_changes.person_id")
 
 
 def _fold_traits(con: duckdb.DuckDBPyConnection) -> None:
@@ -138,12 +152,11 @@ def _fold_traits(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _fold_tags(con: duckdb.DuckDBPyConnection) -> None:
-    key = "person_id, json_extract_string(payload, '$.tag'), coalesce(json_extract_string(payload, '$.staff_userid'), '')"
-    last = _last_per(key, "'tag_added', 'tag_removed'")
+    tag = "json_extract_string(payload, '$.tag')"
+    staff = "coalesce(json_extract_string(payload, '$.staff_userid'), '')"
+    last = _last_per(f"{_RESOLVED_PERSON}, {tag}, {staff}", "'tag_added', 'tag_removed'", _RESOLVED_PERSON)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_tags AS
-        SELECT person_id, json_extract_string(payload, '$.tag') AS tag,
-               coalesce(json_extract_string(payload, '$.staff_userid'), '') AS staff_userid, kind, changed_at
-        FROM ({last})""")
+        SELECT person_id, {tag} AS tag, {staff} AS staff_userid, kind, changed_at FROM ({last})""")
     con.execute("""DELETE FROM tag_state USING _fold_tags f WHERE tag_state.person_id = f.person_id
         AND tag_state.tag = f.tag AND tag_state.staff_userid = f.staff_userid""")
     con.execute("""INSERT INTO tag_state SELECT person_id, tag, staff_userid, changed_at FROM _fold_tags
@@ -152,9 +165,10 @@ def _fold_tags(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _fold_groups(con: duckdb.DuckDBPyConnection) -> None:
-    last = _last_per("person_id, json_extract_string(payload, '$.chat_id')", "'group_joined', 'group_left'")
+    chat = "json_extract_string(payload, '$.chat_id')"
+    last = _last_per(f"{_RESOLVED_PERSON}, {chat}", "'group_joined', 'group_left'", _RESOLVED_PERSON)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_groups AS
-        SELECT person_id, json_extract_string(payload, '$.chat_id') AS chat_id, kind, changed_at FROM ({last})""")
+        SELECT person_id, {chat} AS chat_id, kind, changed_at FROM ({last})""")
     con.execute("""DELETE FROM group_state USING _fold_groups f
         WHERE group_state.person_id = f.person_id AND group_state.chat_id = f.chat_id""")
     con.execute("""INSERT INTO group_state SELECT person_id, chat_id, changed_at FROM _fold_groups
@@ -164,51 +178,43 @@ def _fold_groups(con: duckdb.DuckDBPyConnection) -> None:
 
 def _fold_owner(con: duckdb.DuckDBPyConnection) -> None:
     """Register every person a change is about, then set owners (last ``owner_changed`` wins)."""
-    con.execute(f"""INSERT INTO person_state (person_id)
-        SELECT DISTINCT {_RESOLVED.format(col="c.person_id")} FROM _fold_changes c
-        WHERE c.person_id IS NOT NULL AND c.person_id <> '' AND c.kind <> 'identities_merged'
+    con.execute("""INSERT INTO person_state (person_id)
+        SELECT DISTINCT person_id FROM _fold_changes
+        WHERE person_id IS NOT NULL AND person_id <> ''
         ON CONFLICT (person_id) DO NOTHING""")
     last = _last_per("person_id", "'owner_changed'")
     con.execute(f"""UPDATE person_state SET owner = json_extract_string(c.payload, '$.new')
         FROM ({last}) c WHERE person_state.person_id = c.person_id""")
 
 
-def _fold_merges(con: duckdb.DuckDBPyConnection, merges: Sequence[tuple[str, str]]) -> None:
-    if not merges:
-        return
-    # Each merged person folds into its final survivor, in merge order (the first owner wins).
-    pairs = pa.table(
-        {
-            "n": pa.array(range(len(merges)), pa.int64()),
-            "alias_id": pa.array([a for a, _ in merges], pa.string()),
-        }
-    )
+def _merge_targets(con: duckdb.DuckDBPyConnection, merges: Sequence[tuple[str, str]]) -> None:
+    """``_fold_merges(alias_id, into_id)``: each person merged in this batch and its final survivor."""
+    pairs = pa.table({"alias_id": pa.array([a for a, _ in merges], pa.string())})
     con.register("_fold_merge_pairs", pairs)
-    try:
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_merges AS
-            SELECT n, alias_id, {_RESOLVED.format(col="alias_id")} AS into_id FROM _fold_merge_pairs""")
-    finally:
-        con.unregister("_fold_merge_pairs")
-    con.execute("""INSERT INTO person_state (person_id)
-        SELECT DISTINCT into_id FROM _fold_merges ON CONFLICT (person_id) DO NOTHING""")
-    con.execute("""UPDATE person_state SET
-            first_seen = least(person_state.first_seen, m.first_seen),
-            last_seen = greatest(person_state.last_seen, m.last_seen),
-            owner = coalesce(person_state.owner, m.owner)
-        FROM (SELECT f.into_id, min(p.first_seen) AS first_seen, max(p.last_seen) AS last_seen,
-                     arg_min(p.owner, f.n) FILTER (WHERE p.owner IS NOT NULL) AS owner
-              FROM _fold_merges f JOIN person_state p ON p.person_id = f.alias_id
-              WHERE f.alias_id <> f.into_id GROUP BY f.into_id) m
-        WHERE person_state.person_id = m.into_id""")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_merges AS
+        SELECT DISTINCT p.alias_id, {_RESOLVED.format(col="p.alias_id")} AS into_id FROM _fold_merge_pairs p""")
+    con.execute("DELETE FROM _fold_merges WHERE alias_id = into_id")
+    con.unregister("_fold_merge_pairs")
+
+
+def _move_merged(con: duckdb.DuckDBPyConnection) -> None:
+    """Move merged persons' first / last seen, tags and groups to their survivors."""
+    con.execute("""INSERT INTO person_state (person_id, first_seen, last_seen)
+        SELECT f.into_id, min(p.first_seen), max(p.last_seen)
+        FROM _fold_merges f JOIN person_state p ON p.person_id = f.alias_id GROUP BY f.into_id
+        ON CONFLICT (person_id) DO UPDATE SET
+            first_seen = least(person_state.first_seen, excluded.first_seen),
+            last_seen = greatest(person_state.last_seen, excluded.last_seen)""")
     for table, key in (("tag_state", "tag, staff_userid"), ("group_state", "chat_id")):
         con.execute(f"""INSERT INTO {table} BY NAME
             SELECT t.* REPLACE (f.into_id AS person_id) FROM {table} t JOIN _fold_merges f ON t.person_id = f.alias_id
-            WHERE f.alias_id <> f.into_id
             ON CONFLICT (person_id, {key}) DO NOTHING""")
+        con.execute(f"DELETE FROM {table} WHERE person_id IN (SELECT alias_id FROM _fold_merges)")
+
+
+def _drop_merged(con: duckdb.DuckDBPyConnection) -> None:
     for table in STATE_TABLES:
-        con.execute(f"""DELETE FROM {table} WHERE person_id IN
-            (SELECT alias_id FROM _fold_merges WHERE alias_id <> into_id)""")
-    con.execute("DROP TABLE _fold_merges")
+        con.execute(f"DELETE FROM {table} WHERE person_id IN (SELECT alias_id FROM _fold_merges)")
 
 
 def forget_persons(con: duckdb.DuckDBPyConnection, person_ids: Sequence[str]) -> None:
@@ -226,9 +232,9 @@ def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DELETE FROM {table}")
     fold_seen(
         con,
-        """(SELECT person_id,
-                   min(ts) FILTER (WHERE message_type <> 'change') AS first,
-                   max(ts) FILTER (WHERE message_type <> 'change') AS last
+        f"""(SELECT person_id,
+                   min(ts) FILTER (WHERE {SIGHTING}) AS first,
+                   max(ts) FILTER (WHERE {SIGHTING}) AS last
             FROM events GROUP BY person_id)""",
     )
     changes = con.sql(
