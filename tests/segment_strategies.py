@@ -192,7 +192,12 @@ def field_conditions(name: str, typed: Typed, source: FieldSource, vocab: Vocab)
         options.append(pairs.map(lambda lh: Between(ref, min(lh, key=_number), max(lh, key=_number))))
     if kind == "datetime":
         options.append(st.builds(Between, st.just(ref), value, value))
-    return st.one_of(options)
+    return _either(options)
+
+
+def _either(options: list[st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """One of ``options``, chosen uniformly (``st.one_of`` leans towards the first in practice)."""
+    return st.integers(0, len(options) - 1).flatmap(lambda i: options[i])
 
 
 def person_conditions(vocab: Vocab) -> st.SearchStrategy[FieldCondition]:
@@ -204,12 +209,14 @@ def person_conditions(vocab: Vocab) -> st.SearchStrategy[FieldCondition]:
         st.builds(InList, st.just(owner), st.lists(staff, min_size=1, max_size=2).map(tuple), st.booleans()),
         st.builds(IsSet, st.just(owner), st.booleans()),
     )
-    return st.one_of(
-        field_conditions("first_seen", ("datetime", ()), "person", vocab),
-        field_conditions("last_seen", ("datetime", ()), "person", vocab),
-        field_conditions("order_count", ("integer", (0, 1, 2, 3)), "person", vocab),
-        field_conditions("total_spend_fen", ("integer", (0, 10000, 50000, 100000)), "person", vocab),
-        owner_conditions,
+    return _either(
+        [
+            field_conditions("first_seen", ("datetime", ()), "person", vocab),
+            field_conditions("last_seen", ("datetime", ()), "person", vocab),
+            field_conditions("order_count", ("integer", (0, 1, 2, 3)), "person", vocab),
+            field_conditions("total_spend_fen", ("integer", (0, 10000, 50000, 100000)), "person", vocab),
+            owner_conditions,
+        ]
     )
 
 
@@ -339,16 +346,19 @@ def groups(vocab: Vocab) -> st.SearchStrategy[InGroup]:
 
 def conditions(vocab: Vocab = DEFAULT_VOCAB) -> st.SearchStrategy[Condition]:
     """One condition of any kind (no ``and`` / ``or`` / ``not``)."""
-    return st.one_of(
-        trait_conditions(vocab),
-        person_conditions(vocab),
-        has_tags(vocab),
-        dids(vocab),
-        sequences(vocab),
-        orders(vocab),
-        st.sampled_from(sorted(vocab.segments)).map(InSegment),
-        groups(vocab),
-        st.sampled_from(vocab.staff).map(lambda u: Compare(FieldRef("owner", "person"), "=", u)),
+    return _either(
+        [
+            trait_conditions(vocab),
+            trait_conditions(vocab),
+            person_conditions(vocab),
+            has_tags(vocab),
+            dids(vocab),
+            sequences(vocab),
+            orders(vocab),
+            st.sampled_from(sorted(vocab.segments)).map(InSegment),
+            groups(vocab),
+            st.sampled_from(vocab.staff).map(lambda u: Compare(FieldRef("owner", "person"), "=", u)),
+        ]
     )
 
 
