@@ -142,8 +142,9 @@ relation_tags = Table(
     Column("staff_userid", String(64), primary_key=True),
     Column("tag_id", String(64), ForeignKey("tags.id"), primary_key=True),
     Column("tagged_at", TS, nullable=False),
-    Column("by", String(128)),
+    Column("tagged_by", String(128)),
     Column("reason", String(256)),
+    Column("source", String(16), comment="manual | rule | event | import"),
 )
 
 #: Tags held by a person directly (customers without a WeCom relation, imports, event rules).
@@ -153,8 +154,9 @@ person_tags = Table(
     Column("person_id", ID, primary_key=True),
     Column("tag_id", String(64), ForeignKey("tags.id"), primary_key=True),
     Column("tagged_at", TS, nullable=False),
-    Column("by", String(128)),
+    Column("tagged_by", String(128)),
     Column("reason", String(256)),
+    Column("source", String(16), comment="manual | rule | event | import"),
 )
 
 #: Event tags: "when an event NAME arrives whose property P op V, add tag T".

@@ -46,8 +46,12 @@ def upgrade() -> None:
     )
     op.create_index("uq_tags_name", "tags", ["name"], unique=True)
 
-    op.add_column("relation_tags", sa.Column("by", sa.String(length=128), nullable=True))
+    op.add_column("relation_tags", sa.Column("tagged_by", sa.String(length=128), nullable=True))
     op.add_column("relation_tags", sa.Column("reason", sa.String(length=256), nullable=True))
+    op.add_column(
+        "relation_tags",
+        sa.Column("source", sa.String(length=16), nullable=True, comment="manual | rule | event | import"),
+    )
     op.create_index("ix_relation_tags_tag_id", "relation_tags", ["tag_id"], unique=False)
 
     op.create_table(
@@ -55,8 +59,9 @@ def upgrade() -> None:
         sa.Column("person_id", sa.String(length=32), nullable=False),
         sa.Column("tag_id", sa.String(length=64), nullable=False),
         sa.Column("tagged_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("by", sa.String(length=128), nullable=True),
+        sa.Column("tagged_by", sa.String(length=128), nullable=True),
         sa.Column("reason", sa.String(length=256), nullable=True),
+        sa.Column("source", sa.String(length=16), nullable=True, comment="manual | rule | event | import"),
         sa.ForeignKeyConstraint(["tag_id"], ["tags.id"], name=op.f("fk_person_tags_tag_id_tags")),
         sa.PrimaryKeyConstraint("person_id", "tag_id", name=op.f("pk_person_tags")),
     )
@@ -87,8 +92,9 @@ def downgrade() -> None:
     op.drop_table("person_tags")
     op.drop_index("ix_relation_tags_tag_id", table_name="relation_tags")
     with op.batch_alter_table("relation_tags") as batch_op:
+        batch_op.drop_column("source")
         batch_op.drop_column("reason")
-        batch_op.drop_column("by")
+        batch_op.drop_column("tagged_by")
     op.drop_index("uq_tags_name", table_name="tags")
     with op.batch_alter_table("tags") as batch_op:
         batch_op.drop_column("rule")
