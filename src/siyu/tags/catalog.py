@@ -27,7 +27,9 @@ def _iso(value: datetime | None) -> str | None:
 
 def list_groups(conn: Connection) -> list[dict[str, Any]]:
     """Groups in display order, with how many tags each has."""
-    counts = dict(conn.execute(select(tags.c.group_name, func.count()).group_by(tags.c.group_name)).all())
+    counts: dict[str, int] = dict(
+        conn.execute(select(tags.c.group_name, func.count()).group_by(tags.c.group_name)).all()
+    )
     rows = conn.execute(select(tag_groups).order_by(tag_groups.c.position, tag_groups.c.name)).all()
     return [
         {"name": r.name, "position": r.position, "tags": int(counts.get(r.name, 0)), "created_at": _iso(r.created_at)}
@@ -91,8 +93,12 @@ def list_tags(conn: Connection, group: str | None = None) -> list[dict[str, Any]
     """Tags (of one group, or all) in group display order then name, with holder counts."""
     if group is not None and not group_exists(conn, group):
         raise TagNotFound(f"未知标签组 unknown group {group!r}")
-    persons = dict(conn.execute(select(person_tags.c.tag_id, func.count()).group_by(person_tags.c.tag_id)).all())
-    relations = dict(conn.execute(select(relation_tags.c.tag_id, func.count()).group_by(relation_tags.c.tag_id)).all())
+    persons: dict[str, int] = dict(
+        conn.execute(select(person_tags.c.tag_id, func.count()).group_by(person_tags.c.tag_id)).all()
+    )
+    relations: dict[str, int] = dict(
+        conn.execute(select(relation_tags.c.tag_id, func.count()).group_by(relation_tags.c.tag_id)).all()
+    )
     query = (
         select(tags, tag_groups.c.position)
         .join(tag_groups, tag_groups.c.name == tags.c.group_name, isouter=True)

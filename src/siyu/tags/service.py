@@ -21,9 +21,9 @@ from sqlalchemy import Connection, select
 from siyu.ingest.pipeline import Ingestor
 from siyu.store.feed import apply_changes
 from siyu.store.ops.schema import tags
-from siyu.tags import catalog
+from siyu.tags import catalog, rules
 from siyu.tags.errors import ACTOR_LIMIT, REASON_LIMIT, TagConflict, TagError, check_name, check_text
-from siyu.tags.holders import SOURCES, TagRef, Why, holders, set_person_tags, set_relation_tags
+from siyu.tags.holders import SOURCES, TagRef, Why, holders, set_person_tags, set_relation_tags, write_changes
 from siyu.tags.targets import Target, resolve
 from siyu.tags.view import person_tag_view
 from siyu.timeutil import as_utc
@@ -68,6 +68,10 @@ class TagService:
             with self.ingestor.events.transaction() as con:
                 apply_changes(self.ingestor.engine, self.ingestor.events, con)
         return result
+
+    def run_writes(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one ops transaction, then apply the change feed (the single-writer path)."""
+        return self._run(work)
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         with self.ingestor.engine.connect() as conn:
@@ -118,9 +122,8 @@ class TagService:
             for kind, ref in (("tag_removed", tag), ("tag_added", after)):
                 rows += [(kind, p, ref, None, why) for p in persons]
                 rows += [(kind, r.person_id, ref, r.staff_userid, why) for r in rels]
-            from siyu.tags.holders import write_changes
-
             catalog.set_tag_row(conn, tag, name=new_name, group=new_group)
+            self._rules_changed()
             return {"changed": write_changes(conn, rows) // 2}
 
         return self._run(work)
@@ -131,6 +134,7 @@ class TagService:
 
         def work(conn: Connection) -> dict[str, Any]:
             tag = catalog.tag_named(conn, name)
+            self._rules_changed()
             persons, rels = holders(conn, tag)
             changed = set_person_tags(conn, tag, persons, add=False, why=why)
             changed += set_relation_tags(conn, tag, rels, add=False, why=why)
@@ -188,6 +192,27 @@ class TagService:
     ) -> TagResult:
         """Remove a tag from one person (person-level), or from their relation with ``staff``."""
         return self.tag(tag, [Target(person=person, staff_userid=staff)], add=False, by=by, reason=reason)
+
+    # -- event tags -----------------------------------------------------------------------------
+    def add_rule(self, event: str, prop: str, op: str, value: Any, tag: str, *, by: str) -> dict[str, Any]:
+        """Store an event-tag rule (:mod:`siyu.tags.rules`); adding the same rule again returns it."""
+        created = self._run(lambda conn: rules.add_rule(conn, event, prop, op, value, tag, by=by, at=datetime.now(UTC)))
+        self._rules_changed()
+        return created
+
+    def list_rules(self) -> list[dict[str, Any]]:
+        """Every event-tag rule."""
+        return self._read(rules.list_rules)
+
+    def remove_rule(self, rule_id: str) -> None:
+        """Delete an event-tag rule (tags it added stay)."""
+        self._run(lambda conn: rules.remove_rule(conn, rule_id))
+        self._rules_changed()
+
+    def _rules_changed(self) -> None:
+        for hook in self.ingestor.event_hooks:
+            if isinstance(hook, rules.EventTagger):
+                hook.invalidate()
 
     def person_tags(self, person_id: str) -> list[dict[str, Any]]:
         """The person-level tag view: tags held by the person or any of their relations."""
