@@ -337,11 +337,13 @@ def _import(
 def _stored_events(con: Any, received_at: datetime, source: str, names: frozenset[str]) -> pa.Table:
     """This import's new events (by its ``received_at`` and ``source``) with one of ``names``."""
     marks = ", ".join("?" for _ in names)
-    return con.execute(
+    rows = con.execute(
         "SELECT event_id, person_id, name, ts, properties FROM events "
         f"WHERE received_at = ? AND source = ? AND name IN ({marks})",
         [received_at, source, *sorted(names)],
-    ).to_arrow_table()
+    ).fetchall()
+    columns = ("event_id", "person_id", "name", "ts", "properties")
+    return pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
 
 
 def _distinct_keys(combos: pa.Table) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, select
@@ -119,9 +119,12 @@ class TagService:
                 return {"changed": 0}
             persons, rels = holders(conn, tag)
             rows: list[tuple[str, str, TagRef, str | None, Why]] = []
-            for kind, ref in (("tag_removed", tag), ("tag_added", after)):
-                rows += [(kind, p, ref, None, why) for p in persons]
-                rows += [(kind, r.person_id, ref, r.staff_userid, why) for r in rels]
+            # The new name is added a microsecond after the old one is removed: events sharing a
+            # timestamp have no order, and a fold by tag id must see the removal first.
+            later = Why(why.by, why.reason, why.source, why.at + timedelta(microseconds=1))
+            for kind, ref, w in (("tag_removed", tag, why), ("tag_added", after, later)):
+                rows += [(kind, p, ref, None, w) for p in persons]
+                rows += [(kind, r.person_id, ref, r.staff_userid, w) for r in rels]
             catalog.set_tag_row(conn, tag, name=new_name, group=new_group)
             self._rules_changed()
             return {"changed": write_changes(conn, rows) // 2}
@@ -174,8 +177,10 @@ class TagService:
                 raise TagError(f"规则标签由规则维护 tag {ref.name!r} is a rule tag: its segment rule keeps it current")
             found = resolve(conn, targets, screen, positions=positions)
             if found.errors:
-                n = len(found.errors)
-                raise TagError(f"{n} item(s) cannot be tagged; nothing was written 未写入任何数据", found.errors[:200])
+                n, first = len(found.errors), found.errors[0]
+                where = f"line {first['line']}" if "line" in first else f"item {first['index']}"
+                message = f"{n} item(s) cannot be tagged, nothing was written 未写入任何数据; first: {where}, "
+                raise TagError(message + f"{first['column']}: {first['reason']}", found.errors[:200])
             changed = set_person_tags(conn, ref, found.persons, add=add, why=why)
             changed += set_relation_tags(conn, ref, found.relations, add=add, why=why)
             people = list(dict.fromkeys([*found.persons, *(r.person_id for r in found.relations)]))
