@@ -134,7 +134,9 @@ def test_unknown_tag_person_staff_or_relation_writes_nothing(runtime: Runtime) -
         svc.add("高意向", "no-such-person", by="t")
     with pytest.raises(TagError) as info:
         svc.add("高意向", pid, staff="carol", by="t")
-    assert info.value.errors == [{"index": 0, "column": "staff_userid", "reason": "未知员工 unknown staff member 'carol'"}]
+    assert info.value.errors == [
+        {"index": 0, "column": "staff_userid", "reason": "未知员工 unknown staff member 'carol'"}
+    ]
     with pytest.raises(TagError, match="no active relation"):
         svc.add("高意向", pid, staff="bob", by="t")
     with pytest.raises(TagError, match="control"):
@@ -269,8 +271,18 @@ def test_event_tag_rules_on_ingest_orders_and_bulk(runtime: Runtime, tmp_path: P
 
     checked = V(runtime.settings).orders(
         [
-            order("o1", userId="u-milk", amount_fen=9_900, items=[{"sku": "s1", "category": "奶粉", "quantity": 1, "price_fen": 100}]),
-            order("o2", userId="u-toy", amount_fen=60_000, items=[{"sku": "s2", "category": "玩具", "quantity": 1, "price_fen": 100}]),
+            order(
+                "o1",
+                userId="u-milk",
+                amount_fen=9_900,
+                items=[{"sku": "s1", "category": "奶粉", "quantity": 1, "price_fen": 100}],
+            ),
+            order(
+                "o2",
+                userId="u-toy",
+                amount_fen=60_000,
+                items=[{"sku": "s2", "category": "玩具", "quantity": 1, "price_fen": 100}],
+            ),
         ]
     )
     assert not checked.errors, checked.errors
@@ -372,7 +384,9 @@ def test_rest_endpoints(api: Api, runtime: Runtime) -> None:
         headers=ADMIN,
     )
     assert r.status_code == 201, r.text
-    api.orders([order("o-api", userId="u-api", items=[{"sku": "s", "category": "奶粉", "quantity": 1, "price_fen": 100}])])
+    api.orders(
+        [order("o-api", userId="u-api", items=[{"sku": "s", "category": "奶粉", "quantity": 1, "price_fen": 100}])]
+    )
     assert [t["tag"] for t in c.get(f"/v1/persons/{pid}/tags", headers=ADMIN).json()] == ["高意向"]
     rule_id = r.json()["id"]
     assert c.delete(f"/v1/tag-rules/{rule_id}", headers=ADMIN).status_code == 200
