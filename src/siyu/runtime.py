@@ -23,6 +23,11 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.ingestor = Ingestor(self.settings, self.engine, self.events)
+        # Event-tag rules run after each committed ingest batch (siyu.tags.rules).
+        from siyu.tags.rules import EventTagger
+        from siyu.tags.service import TagService
+
+        self.ingestor.event_hooks.append(EventTagger(TagService(self.ingestor)))
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:

@@ -23,6 +23,7 @@ from siyu.store.ops.schema import (
     staff_relations,
 )
 from siyu.store.ops.upsert import bulk_insert, bulk_load, remember_sqlite_texts, sqlite_text, sqlite_value
+from siyu.tags.holders import move_person_tags
 from siyu.timeutil import as_utc
 
 
@@ -200,6 +201,9 @@ def _apply_merges(conn: Connection, graph: IdentityGraph, trait_strategies: Mapp
             ],
         )
     merge_traits(conn, merged_into, trait_strategies)
+    # Person-level tags move to the survivor (a tag_added for each it gains), at the merge's time.
+    merged_at = {m.from_person_id: m.at for m in graph.merges if m.from_person_id in merged_into}
+    move_person_tags(conn, merged_into, merged_at)
 
 
 def _log_merges(conn: Connection, graph: IdentityGraph, now: datetime) -> None:

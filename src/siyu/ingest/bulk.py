@@ -327,12 +327,25 @@ def _import(
         fold_seen(tx, "(SELECT _person AS person_id, _first AS first, _last AS last FROM _combos)")
         apply_changes(ingestor.engine, store, tx)
     timer.lap("change feed")
+    ingestor.after_commit(lambda names: _stored_events(con, now, source, names))
     store.forget_seen_index()
     result.accepted = int(fresh)
     result.count(resolution)
     if progress:
         progress(int(fresh))
     return result, len(rejected_rows), rejects
+
+
+def _stored_events(con: Any, received_at: datetime, source: str, names: frozenset[str]) -> pa.Table:
+    """This import's new events (by its ``received_at`` and ``source``) with one of ``names``."""
+    marks = ", ".join("?" for _ in names)
+    rows = con.execute(
+        "SELECT event_id, person_id, name, ts, properties FROM events "
+        f"WHERE received_at = ? AND source = ? AND name IN ({marks})",
+        [received_at, source, *sorted(names)],
+    ).fetchall()
+    columns = ("event_id", "person_id", "name", "ts", "properties")
+    return pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
 
 
 def _distinct_keys(combos: pa.Table) -> bool:

@@ -10,10 +10,11 @@ identity work is idempotent and the change feed has a watermark).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pyarrow as pa
@@ -31,6 +32,8 @@ from siyu.store.events import EVENTS_ARROW, ORDERS_ARROW, EventStore
 from siyu.store.feed import apply_changes
 from siyu.store.ops.schema import identities
 from siyu.timeutil import as_utc
+
+log = logging.getLogger(__name__)
 
 PAID_STATUSES = frozenset({"paid", "shipped", "completed", "refunded", "partially_refunded"})
 
@@ -99,6 +102,18 @@ class OrderState:
         )
 
 
+class EventHook(Protocol):
+    """Called with each committed batch's new events (e.g. event-tag rules, :mod:`siyu.tags.rules`)."""
+
+    def watched(self) -> frozenset[str]:
+        """Event names the hook wants; an empty set skips it."""
+        ...
+
+    def __call__(self, events: pa.Table) -> int:
+        """Handle new events (``EVENTS_ARROW`` columns); returns how many changes it made."""
+        ...
+
+
 def _identities_json(keys: Sequence[Key]) -> str:
     return orjson.dumps([list(k) for k in keys]).decode()
 
@@ -123,6 +138,21 @@ class Ingestor:
         self.plan = TrackingPlan(engine)
         self.validator = Validator(settings, self.plan, now)
         self.rules = IdentityRules(tuple(settings.identity_priority), dict(settings.identity_limits))
+        self.event_hooks: list[EventHook] = []
+
+    def after_commit(self, events: pa.Table | Callable[[frozenset[str]], pa.Table]) -> None:
+        """Hand a committed batch's new events to the hooks (or a reader of them by name).
+
+        The batch is stored whatever a hook does: a failing hook is logged, not raised, so that
+        a client never retries a batch that was in fact accepted.
+        """
+        for hook in self.event_hooks:
+            try:
+                names = hook.watched()
+                if names:
+                    hook(events if isinstance(events, pa.Table) else events(names))
+            except Exception:
+                log.exception("event hook %r failed on a committed batch", hook)
 
     def refresh_plan(self) -> None:
         """Reload the tracking plan if it changed."""
@@ -167,6 +197,7 @@ class Ingestor:
             with self.events.transaction() as con:
                 self.events.append_events(con, table, hashes[keep])
                 apply_changes(self.engine, self.events, con)
+            self.after_commit(table)
         return result
 
     def _resolve(self, conn: Connection, sightings: list[Sighting], now: datetime) -> Resolution:
@@ -256,6 +287,7 @@ class Ingestor:
                 self.events.append_orders(con, orders_table)
                 self.events.append_events(con, events_table)
                 apply_changes(self.engine, self.events, con)
+            self.after_commit(events_table)
         return result
 
     @staticmethod

@@ -20,11 +20,13 @@ from siyu.store.ops.schema import (
     group_members,
     identities,
     identity_merges,
+    person_tags,
     persons,
     relation_tags,
     staff_relations,
     traits,
 )
+from siyu.tags.view import person_tag_view
 from siyu.timeutil import as_utc
 
 
@@ -93,6 +95,7 @@ def get_profile(engine: Engine, store: EventStore, person_id: str) -> dict[str, 
             select(traits.c.key, traits.c.value, traits.c.updated_at).where(traits.c.person_id == person_id)
         ).all()
         merged_from = [r[0] for r in conn.execute(select(persons.c.id).where(persons.c.merged_into == person_id))]
+        tag_view = person_tag_view(conn, person_id)
     aliases = [person_id, *merged_from]
     cur = store.cursor()
     summary = cur.execute(
@@ -114,6 +117,7 @@ def get_profile(engine: Engine, store: EventStore, person_id: str) -> dict[str, 
         "merged_from": merged_from,
         "identities": [{"type": t, "value": v, "first_seen": _iso(at)} for t, v, at in ids],
         "traits": {k: v for k, v, _ in trait_rows},
+        "tags": tag_view,
         "order_count": int(order_count or 0),
         "total_spend_fen": int(spend or 0),
         "last_order": (
@@ -186,6 +190,7 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
             if ext_ids
             else []
         )
+        own_tags = [_row(r) for r in conn.execute(select(person_tags).where(person_tags.c.person_id == person_id))]
         memberships = [
             _row(r) for r in conn.execute(select(group_members).where(group_members.c.person_id == person_id))
         ]
@@ -210,6 +215,7 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
         "profile": profile,
         "relations": relations,
         "relation_tags": tag_rows,
+        "person_tags": own_tags,
         "group_memberships": memberships,
         "identity_merges": merges,
         "events": events,
@@ -251,6 +257,7 @@ def erase_person(
                 ).rowcount
                 if ext_ids
                 else 0,
+                "person_tags": conn.execute(delete(person_tags).where(person_tags.c.person_id.in_(aliases))).rowcount,
                 "relations": conn.execute(
                     delete(staff_relations).where(staff_relations.c.person_id.in_(aliases))
                 ).rowcount,

@@ -81,6 +81,18 @@ BUILTIN_EVENTS: dict[str, dict[str, str]] = {
     "$owner_changed": {"old": "string", "new": "string", "reason": "string"},
     "$group_joined": {"chat_id": "string"},
     "$group_left": {"chat_id": "string"},
+    **{
+        name: {
+            "tag": "string",
+            "tag_id": "string",
+            "group": "string",
+            "staff_userid": "string",
+            "by": "string",
+            "reason": "string",
+            "source": "string",
+        }
+        for name in ("$tag_added", "$tag_removed")
+    },
 }
 
 _TYPE_NAMES = {

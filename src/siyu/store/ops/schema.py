@@ -113,6 +113,15 @@ staff_relations = Table(
     Column("deleted_by", String(16), comment="customer | staff"),
 )
 
+#: Tag groups (标签组); six defaults are seeded by migration 0003.
+tag_groups = Table(
+    "tag_groups",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", Integer, nullable=False, comment="display order"),
+    Column("created_at", TS, nullable=False),
+)
+
 tags = Table(
     "tags",
     metadata,
@@ -120,9 +129,12 @@ tags = Table(
     Column("group_name", String(64), nullable=False),
     Column("name", String(64), nullable=False),
     Column("created_at", TS, nullable=False),
+    Column("kind", String(16), nullable=False, server_default="manual", comment="manual | rule | event"),
+    Column("rule", Text, comment="a rule tag's segment expression (kept current by the segment engine)"),
     UniqueConstraint("group_name", "name", name="uq_tags_group_name"),
 )
 
+#: Tags held per WeCom relation (a staff member's tag on one external contact).
 relation_tags = Table(
     "relation_tags",
     metadata,
@@ -130,6 +142,35 @@ relation_tags = Table(
     Column("staff_userid", String(64), primary_key=True),
     Column("tag_id", String(64), ForeignKey("tags.id"), primary_key=True),
     Column("tagged_at", TS, nullable=False),
+    Column("tagged_by", String(128)),
+    Column("reason", String(256)),
+    Column("source", String(16), comment="manual | rule | event | import"),
+)
+
+#: Tags held by a person directly (customers without a WeCom relation, imports, event rules).
+person_tags = Table(
+    "person_tags",
+    metadata,
+    Column("person_id", ID, primary_key=True),
+    Column("tag_id", String(64), ForeignKey("tags.id"), primary_key=True),
+    Column("tagged_at", TS, nullable=False),
+    Column("tagged_by", String(128)),
+    Column("reason", String(256)),
+    Column("source", String(16), comment="manual | rule | event | import"),
+)
+
+#: Event tags: "when an event NAME arrives whose property P op V, add tag T".
+event_tag_rules = Table(
+    "event_tag_rules",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("event_name", String(128), nullable=False, index=True),
+    Column("property", String(128), nullable=False),
+    Column("op", String(16), nullable=False),
+    Column("value", JSON, nullable=False),
+    Column("tag_id", String(64), ForeignKey("tags.id"), nullable=False, index=True),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(128), nullable=False),
 )
 
 groups = Table(
@@ -187,20 +228,27 @@ erasures = Table(
 )
 
 Index("ix_identities_person_type", identities.c.person_id, identities.c.type)
+# Tag names are unique across groups: the segment language names a tag by name only.
+Index("uq_tags_name", tags.c.name, unique=True)
+Index("ix_person_tags_tag_id", person_tags.c.tag_id)
+Index("ix_relation_tags_tag_id", relation_tags.c.tag_id)
 
 __all__ = [
     "api_keys",
     "changes",
     "erasures",
+    "event_tag_rules",
     "group_members",
     "groups",
     "identities",
     "identity_merges",
     "metadata",
+    "person_tags",
     "persons",
     "relation_tags",
     "staff",
     "staff_relations",
+    "tag_groups",
     "tags",
     "tracking_plan",
     "traits",
