@@ -13,7 +13,6 @@ from sqlalchemy import Engine, Text, cast, delete, func, or_, select, update
 from siyu.config import IDENTITY_TYPES
 from siyu.identity.normalize import IdentityScreen, IdentityValueError
 from siyu.store.events import EventStore
-from siyu.store.state import forget_persons
 from siyu.store.ops.schema import (
     changes,
     erasures,
@@ -26,6 +25,7 @@ from siyu.store.ops.schema import (
     staff_relations,
     traits,
 )
+from siyu.store.state import forget_persons
 from siyu.tags.view import person_tag_view
 from siyu.timeutil import as_utc
 

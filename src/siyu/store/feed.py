@@ -19,9 +19,9 @@ import pyarrow as pa
 from sqlalchemy import Connection, Engine, Text, bindparam, cast, select
 
 from siyu.store.events import EVENTS_ARROW, EventStore
-from siyu.store.state import CHANGES_ARROW, fold_changes
 from siyu.store.ops.schema import changes
 from siyu.store.ops.upsert import bulk_insert
+from siyu.store.state import CHANGES_ARROW, fold_changes
 
 WATERMARK = "ops_change_seq"
 

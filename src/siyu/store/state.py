@@ -242,7 +242,8 @@ def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
            FROM events WHERE message_type = 'change' ORDER BY rowid"""
     ).to_arrow_table()
     merges = con.execute(
-        """SELECT json_extract_string(properties, '$.from_person_id'), json_extract_string(properties, '$.into_person_id')
+        """SELECT json_extract_string(properties, '$.from_person_id'),
+                  json_extract_string(properties, '$.into_person_id')
            FROM events WHERE message_type = 'change' AND name = '$identities_merged' ORDER BY rowid"""
     ).fetchall()
     fold_changes(con, changes.cast(CHANGES_ARROW), [(a, b) for a, b in merges])
