@@ -17,7 +17,9 @@ from sqlalchemy import select
 
 from helpers import Api, identify, track
 from siyu.relations.service import RelationError, RelationService
-from siyu.store.ops.schema import group_members, persons, traits
+from siyu.tags.service import TagError, TagService
+from siyu.tags.targets import Target
+from siyu.store.ops.schema import group_members, person_tags, persons, relation_tags, staff_relations, tags, traits
 from siyu.store.state import SIGHTING, STATE_TABLES, rebuild_state
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
@@ -69,6 +71,19 @@ def _message(rng: random.Random) -> dict[str, Any]:
     return track(rng.choice(["viewed", "favorite", "add_to_cart"]), timestamp=at, **who)
 
 
+def _tagging(rng: random.Random, tags: TagService) -> None:
+    """Add or remove a tag, person-level or on a WeCom relation (refusals write nothing)."""
+    target = Target(external_userid=f"wm{rng.randrange(40)}") if rng.random() < 0.5 else None
+    if target is not None and rng.random() < 0.7:
+        target = Target(external_userid=target.external_userid, staff_userid=rng.choice(["zhangsan", "lisi"]))
+    if target is None:
+        target = Target(person=f"user_id:u{rng.randrange(30)}")
+    try:
+        tags.tag(rng.choice(["高意向", "复购"]), [target], add=rng.random() < 0.7, by="test")
+    except TagError:
+        pass
+
+
 def _wecom(rng: random.Random, service: RelationService) -> None:
     external = f"wm{rng.randrange(40)}"
     staff_member = rng.choice(["zhangsan", "lisi", "wangwu"])
@@ -96,6 +111,7 @@ def _state(api: Api) -> dict[str, set[tuple[Any, ...]]]:
         for p, k, v in cur.execute("SELECT person_id, key, value FROM trait_state").fetchall()
     }
     out["groups"] = set(cur.execute("SELECT person_id, chat_id FROM group_state").fetchall())
+    out["tags"] = set(cur.execute("SELECT person_id, tag, staff_userid FROM tag_state").fetchall())
     return out
 
 
@@ -107,6 +123,18 @@ def _ops(api: Api) -> dict[str, set[tuple[Any, ...]]]:
             )
         ).all()
         trait_rows = conn.execute(select(traits.c.person_id, traits.c.key, traits.c.value)).all()
+        person_level = conn.execute(
+            select(person_tags.c.person_id, tags.c.name).join(tags, tags.c.id == person_tags.c.tag_id)
+        ).all()
+        on_relations = conn.execute(
+            select(staff_relations.c.person_id, tags.c.name, relation_tags.c.staff_userid)
+            .join(tags, tags.c.id == relation_tags.c.tag_id)
+            .join(
+                staff_relations,
+                (staff_relations.c.external_userid == relation_tags.c.external_userid)
+                & (staff_relations.c.staff_userid == relation_tags.c.staff_userid),
+            )
+        ).all()
         members = conn.execute(
             select(group_members.c.person_id, group_members.c.chat_id).where(
                 group_members.c.left_at.is_(None), group_members.c.member_type == "customer"
@@ -125,6 +153,7 @@ def _ops(api: Api) -> dict[str, set[tuple[Any, ...]]]:
         "persons": {(p, *seen.get(p, (None, None)), o) for p, _f, _la, o in people},
         "traits": {(p, k, json.dumps(v)) for p, k, v in trait_rows},
         "groups": {(p, c) for p, c in members},
+        "tags": {(p, t, "") for p, t in person_level} | {(p, t, u) for p, t, u in on_relations},
     }
 
 
@@ -134,23 +163,31 @@ def test_state_tables_match_the_ops_store_after_random_writes(api: Api, seed: in
     service = RelationService(api.runtime.ingestor)
     for userid in ("zhangsan", "lisi", "wangwu"):
         service.upsert_staff(userid, userid)
-    for _ in range(40):
-        if rng.random() < 0.6:
+    tagger = TagService(api.runtime.ingestor)
+    for name in ("高意向", "复购"):
+        tagger.create_tag(name, "跟进状态")
+    for _ in range(60):
+        roll = rng.random()
+        if roll < 0.5:
             api.batch([_message(rng) for _ in range(rng.randrange(1, 12))])
-        else:
+        elif roll < 0.75:
             _wecom(rng, service)
+        else:
+            _tagging(rng, tagger)
     state, ops = _state(api), _ops(api)
-    assert len(ops["persons"]) > 10 and ops["traits"] and ops["groups"]  # the sequence exercised something
+    assert (
+        len(ops["persons"]) > 10 and ops["traits"] and ops["groups"] and ops["tags"]
+    )  # the sequence exercised something
     merged = api.runtime.events.cursor().execute("SELECT count(*) FROM person_aliases").fetchone()
     assert merged is not None and merged[0] > 0, "no merge happened: the sequence is too weak"
-    for part in ("persons", "traits", "groups"):
+    for part in ("persons", "traits", "groups", "tags"):
         assert state[part] == ops[part], f"{part}:\n{_diff(state[part], ops[part])}"
 
     # Folding the whole history again gives the same tables.
     with api.runtime.events.transaction() as con:
         rebuild_state(con)
     rebuilt = _state(api)
-    for part in ("persons", "traits", "groups"):
+    for part in ("persons", "traits", "groups", "tags"):
         assert rebuilt[part] == state[part], f"{part} after rebuild:\n{_diff(rebuilt[part], state[part])}"
 
 
