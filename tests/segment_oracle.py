@@ -296,9 +296,10 @@ class _Context:
         frame = frame[frame["person"].isin(self.universe)].reset_index(drop=True)
         self.events = frame
         self._parsed: dict[int, Any] = {}
-        non_change = frame[~frame["change"]]
-        self.first_seen = non_change.groupby("person")["ts"].min().to_dict()
-        self.last_seen = non_change.groupby("person")["ts"].max().to_dict()
+        # Sightings: every non-change event, plus the WeCom sightings (a contact added, a group joined).
+        sightings = frame[~frame["change"] | frame["name"].isin(["$relation_added", "$group_joined"])]
+        self.first_seen = sightings.groupby("person")["ts"].min().to_dict()
+        self.last_seen = sightings.groupby("person")["ts"].max().to_dict()
 
     def _orders(self) -> None:
         orders = self.data.orders

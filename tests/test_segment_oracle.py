@@ -223,7 +223,8 @@ def test_person_fields_from_events_and_paid_orders() -> None:
             ("a", "view", local("2025-01-01 08:00")),
             ("a", "view", local("2026-04-02 08:00")),  # after now: still the latest
             ("a", "$trait_changed", local("2024-01-01 08:00"), None, "change"),  # not a first_seen
-            ("b", "$group_joined", local("2026-03-01 08:00"), {"chat_id": "wr1"}, "change"),
+            ("b", "$group_joined", local("2026-03-01 08:00"), {"chat_id": "wr1"}, "change"),  # a sighting
+            ("c", "$owner_changed", local("2026-03-01 08:00"), {"new": "lisi"}, "change"),  # not one
         ],
         orders=[
             {"order_id": "o1", "person_id": "a", "amount_fen": 30000, "refund_fen": 5000},
@@ -233,7 +234,8 @@ def test_person_fields_from_events_and_paid_orders() -> None:
     )
     assert run('first_seen = "2025-01-01"', data) == {"a"}
     assert run('last_seen > "2026-04-01"', data) == {"a"}
-    assert run("first_seen is not set", data) == {"b", "c"}  # b has only a change event
+    assert run("first_seen is not set", data) == {"c"}  # c has only a change event that is no sighting
+    assert run('first_seen = "2026-03-01"', data) == {"b"}
     assert run("order_count = 2", data) == {"a"}  # refunded orders still count
     assert run("total_spend_fen = 25000", data) == {"a"}  # 30000 - 5000 + 20000 - 20000
     assert run("total_spend_fen = 0 and order_count = 0", data) == {"b", "c"}
