@@ -131,7 +131,7 @@ def random_oracle_data(
         for _ in range(rng.randint(1, 2))
     ]
     memberships = [
-        {"person_id": pid, "chat_id": chat_id, "name": name if rng.random() < 0.8 else None}
+        {"person_id": pid, "chat_id": chat_id, "name": name}  # a group's name belongs to the group
         for pid in ids
         for chat_id, name in rng.sample(list(vocab.groups), rng.randint(0, 2))
     ]

@@ -7,6 +7,7 @@ ops store says, and folding the whole history again (``rebuild_state``) must giv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -17,10 +18,10 @@ from sqlalchemy import select
 
 from helpers import Api, identify, track
 from siyu.relations.service import RelationError, RelationService
-from siyu.tags.service import TagError, TagService
-from siyu.tags.targets import Target
 from siyu.store.ops.schema import group_members, person_tags, persons, relation_tags, staff_relations, tags, traits
 from siyu.store.state import SIGHTING, STATE_TABLES, rebuild_state
+from siyu.tags.service import TagError, TagService
+from siyu.tags.targets import Target
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -78,10 +79,8 @@ def _tagging(rng: random.Random, tags: TagService) -> None:
         target = Target(external_userid=target.external_userid, staff_userid=rng.choice(["zhangsan", "lisi"]))
     if target is None:
         target = Target(person=f"user_id:u{rng.randrange(30)}")
-    try:
+    with contextlib.suppress(TagError):  # an unknown person or relation: refused, nothing written
         tags.tag(rng.choice(["高意向", "复购"]), [target], add=rng.random() < 0.7, by="test")
-    except TagError:
-        pass
 
 
 def _wecom(rng: random.Random, service: RelationService) -> None:

@@ -36,12 +36,17 @@ def upgrade() -> None:
 
     op.add_column(
         "tags",
-        sa.Column("kind", sa.String(length=16), server_default="manual", nullable=False, comment="manual | rule | event"),
+        sa.Column(
+            "kind", sa.String(length=16), server_default="manual", nullable=False, comment="manual | rule | event"
+        ),
     )
     op.add_column(
         "tags",
         sa.Column(
-            "rule", sa.Text(), nullable=True, comment="a rule tag's segment expression (kept current by the segment engine)"
+            "rule",
+            sa.Text(),
+            nullable=True,
+            comment="a rule tag's segment expression (kept current by the segment engine)",
         ),
     )
     op.create_index("uq_tags_name", "tags", ["name"], unique=True)

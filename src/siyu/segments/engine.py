@@ -1,0 +1,76 @@
+"""Running segments on the event store: count, members, the generated SQL.
+
+A thin layer over :mod:`siyu.segments.compile`: it opens a DuckDB cursor in the brand time zone
+(calendar months and date-times without an offset are read there), wraps it as an Ibis backend and
+evaluates the compiled expression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import ibis
+import ibis.expr.types as ir
+
+from siyu.segments.compile import Context, Tables, compile_segment
+from siyu.segments.nodes import Node
+from siyu.segments.validate import Catalogue
+from siyu.store.events import EventStore
+
+
+class SegmentEngine:
+    """Evaluates segment trees on one event store."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        catalogue: Catalogue,
+        tz: str = "Asia/Shanghai",
+        segment: Callable[[str], Node | None] = lambda _name: None,
+        members: Callable[[str], ir.Table | None] | None = None,
+        groups: Mapping[str, tuple[str, ...]] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self.tz = ZoneInfo(tz)
+        self.segment = segment
+        self._members = members
+        self.groups = dict(groups or {})
+        self.now = now
+
+    def _backend(self) -> Any:
+        cur = self.store.cursor()
+        cur.execute(f"SET TimeZone = '{self.tz.key}'")
+        return ibis.duckdb.from_connection(cur)
+
+    def expression(self, tree: Node, *, now: datetime | None = None, backend: Any = None) -> ir.Table:
+        """The compiled expression (one column ``person_id``)."""
+        backend = backend or self._backend()
+        stored = self._members
+        ctx = Context(
+            now=(now or self.now()).astimezone(UTC),
+            catalogue=self.catalogue,
+            tz=self.tz,
+            segment=self.segment,
+            members=stored if stored is not None else (lambda _name: None),
+            groups=self.groups,
+        )
+        return compile_segment(tree, Tables.from_backend(backend), ctx)
+
+    def members(self, tree: Node, *, now: datetime | None = None) -> set[str]:
+        """The ids of the persons in the segment."""
+        table = self.expression(tree, now=now).to_pyarrow()
+        return set(table.column("person_id").to_pylist())
+
+    def count(self, tree: Node, *, now: datetime | None = None) -> int:
+        """How many persons are in the segment."""
+        return int(self.expression(tree, now=now).count().execute())
+
+    def sql(self, tree: Node, *, now: datetime | None = None) -> str:
+        """The SQL the segment runs as (DuckDB dialect)."""
+        return str(ibis.to_sql(self.expression(tree, now=now), dialect="duckdb"))
