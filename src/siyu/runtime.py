@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -20,6 +21,7 @@ class Runtime:
     engine: Engine
     events: EventStore
     ingestor: Ingestor = field(init=False)
+    _segments: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.ingestor = Ingestor(self.settings, self.engine, self.events)
@@ -37,6 +39,14 @@ class Runtime:
         upgrade(engine)
         events = EventStore(settings.resolved_events_path)
         return cls(settings, engine, events)
+
+    def segments(self) -> Any:
+        """The installation's :class:`~siyu.segments.service.SegmentService` (one, so its catalogue cache is shared)."""
+        if self._segments is None:
+            from siyu.segments.service import SegmentService
+
+            self._segments = SegmentService(self)
+        return self._segments
 
     def close(self) -> None:
         """Release both stores."""

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 
 from siyu import __version__
-from siyu.api import admin, ingest, overview, persons, tags
+from siyu.api import admin, ingest, overview, persons, segments, tags
 from siyu.api.checkpool import CheckPool
 from siyu.api.deps import ApiError, api_error_handler, validation_error_handler
 from siyu.config import Settings
@@ -50,6 +50,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(overview.router)
     app.include_router(tags.router)
+    app.include_router(segments.router)
     app.include_router(console.router)
 
     @app.get("/health", tags=["meta"])

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from siyu.cli.segments import segment_app
 from siyu.cli.tags import tag_app
 from siyu.config import Settings
 from siyu.runtime import Runtime
@@ -29,6 +30,7 @@ app.add_typer(person_app, name="person")
 app.add_typer(keys_app, name="keys")
 app.add_typer(plan_app, name="plan")
 app.add_typer(tag_app, name="tag")
+app.add_typer(segment_app, name="segment")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)

@@ -44,9 +44,10 @@ class SegmentEngine:
         self.now = now
 
     def _backend(self) -> Any:
-        cur = self.store.cursor()
-        cur.execute(f"SET TimeZone = '{self.tz.key}'")
-        return ibis.duckdb.from_connection(cur)
+        backend = ibis.duckdb.from_connection(self.store.cursor())
+        # After wrapping: Ibis sets the session to UTC itself. The key is a checked IANA zone name.
+        backend.raw_sql(f"SET TimeZone = '{self.tz.key}'")
+        return backend
 
     def expression(self, tree: Node, *, now: datetime | None = None, backend: Any = None) -> ir.Table:
         """The compiled expression (one column ``person_id``)."""

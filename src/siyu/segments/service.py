@@ -1,0 +1,146 @@
+"""Segments for one installation: the catalogue read from the stores, and counting a segment.
+
+The catalogue says what a segment may name: traits (with the JSON type most of their values
+have), events seen and their properties (typed from a sample), tags, groups (by name and chat id)
+and staff. An expression is parsed (text or JSON form), validated against it — unknown names and
+type mismatches are errors with suggestions, never an empty result — and compiled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from siyu.runtime import Runtime
+from siyu.segments import Catalogue, from_json, parse, validate
+from siyu.segments.engine import SegmentEngine
+from siyu.segments.nodes import Node
+from siyu.segments.validate import BUILTIN_EVENTS
+from siyu.store.ops.schema import groups, staff, tags
+
+#: JSON types (DuckDB's ``json_type``) as catalogue field types.
+_JSON_TYPES = {
+    "VARCHAR": "string",
+    "BIGINT": "integer",
+    "UBIGINT": "integer",
+    "DOUBLE": "number",
+    "BOOLEAN": "boolean",
+    "ARRAY": "list",
+}
+
+#: Events sampled to type event properties.
+PROPERTY_SAMPLE = 200_000
+
+
+def _majority(counts: Mapping[tuple[str, str], int]) -> dict[str, str]:
+    """Per name, the field type most values have (integers and decimals together are a number)."""
+    by_name: dict[str, Counter[str]] = {}
+    for (name, json_type), n in counts.items():
+        kind = _JSON_TYPES.get(json_type)
+        if kind is not None:
+            by_name.setdefault(name, Counter())[kind] += n
+    out = {}
+    for name, kinds in by_name.items():
+        kind = kinds.most_common(1)[0][0]
+        if kind == "integer" and kinds.get("number"):
+            kind = "number"
+        out[name] = kind
+    return out
+
+
+def read_catalogue(runtime: Runtime) -> Catalogue:
+    """What exists in the stores now (see the module docstring)."""
+    cur = runtime.events.cursor()
+    trait_types = _majority(
+        {
+            (k, t): n
+            for k, t, n in cur.execute(
+                "SELECT key, json_type(value::JSON), count(*) FROM trait_state GROUP BY ALL"
+            ).fetchall()
+        }
+    )
+    names = [r[0] for r in cur.execute("SELECT DISTINCT name FROM events").fetchall()]
+    sampled = cur.execute(
+        f"""SELECT name, k, json_type(json_extract(properties, '$."' || replace(k, '"', '') || '"')) AS t, count(*)
+            FROM (SELECT name, properties, unnest(json_keys(properties)) AS k
+                  FROM (SELECT name, properties FROM events
+                        WHERE properties IS NOT NULL AND json_type(properties) = 'OBJECT'
+                        USING SAMPLE {PROPERTY_SAMPLE} ROWS))
+            GROUP BY ALL"""
+    ).fetchall()
+    per_event: dict[str, dict[tuple[str, str], int]] = {}
+    for name, key, json_type, n in sampled:
+        per_event.setdefault(name, {})[(key, json_type)] = n
+    events: dict[str, dict[str, str]] = {name: dict(BUILTIN_EVENTS.get(name, {})) for name in names}
+    for name, counts in per_event.items():
+        events.setdefault(name, {}).update(
+            {k: v for k, v in _majority(counts).items() if k not in BUILTIN_EVENTS.get(name, {})}
+        )
+    with runtime.engine.connect() as conn:
+        tag_names = [r[0] for r in conn.execute(select(tags.c.name))]
+        group_rows = conn.execute(select(groups.c.chat_id, groups.c.name)).all()
+        staff_ids = [r[0] for r in conn.execute(select(staff.c.userid))]
+    held = [r[0] for r in cur.execute("SELECT DISTINCT tag FROM tag_state").fetchall()]
+    return Catalogue.from_dict(
+        {
+            "traits": trait_types,
+            "events": events,
+            "tags": sorted({*tag_names, *held}),
+            "groups": sorted({*(c for c, _ in group_rows), *(n for _, n in group_rows if n)}),
+            "staff": staff_ids,
+        }
+    )
+
+
+def group_chats(runtime: Runtime) -> dict[str, tuple[str, ...]]:
+    """Group name → chat ids."""
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(select(groups.c.chat_id, groups.c.name).where(groups.c.name.is_not(None))).all()
+    out: dict[str, list[str]] = {}
+    for chat_id, name in rows:
+        out.setdefault(name, []).append(chat_id)
+    return {name: tuple(sorted(ids)) for name, ids in out.items()}
+
+
+class SegmentService:
+    """Counting (and listing) segments written by people, on one installation.
+
+    The catalogue is read once and kept for ``catalogue_ttl`` seconds, so a console typing an
+    expression gets a fast preview.
+    """
+
+    def __init__(self, runtime: Runtime, *, catalogue_ttl: float = 30.0) -> None:
+        self.runtime = runtime
+        self.catalogue_ttl = catalogue_ttl
+        self._catalogue: tuple[float, Catalogue, dict[str, tuple[str, ...]]] | None = None
+
+    def catalogue(self) -> tuple[Catalogue, dict[str, tuple[str, ...]]]:
+        """The catalogue and the group names (cached)."""
+        now = time.monotonic()
+        if self._catalogue is None or now - self._catalogue[0] > self.catalogue_ttl:
+            self._catalogue = (now, read_catalogue(self.runtime), group_chats(self.runtime))
+        return self._catalogue[1], self._catalogue[2]
+
+    def tree(self, expression: str | Mapping[str, Any]) -> Node:
+        """Parse (text or JSON form) and validate; raises the segment errors of docs/segments.md."""
+        tree = parse(expression) if isinstance(expression, str) else from_json(expression)
+        validate(tree, self.catalogue()[0])
+        return tree
+
+    def engine(self) -> SegmentEngine:
+        """An engine over the installation's event store."""
+        catalogue, chats = self.catalogue()
+        return SegmentEngine(self.runtime.events, catalogue=catalogue, tz=self.runtime.settings.timezone, groups=chats)
+
+    def count(self, expression: str | Mapping[str, Any], *, now: datetime | None = None) -> int:
+        """How many persons ``expression`` selects."""
+        return self.engine().count(self.tree(expression), now=now)
+
+    def members(self, expression: str | Mapping[str, Any], *, now: datetime | None = None) -> set[str]:
+        """The persons ``expression`` selects."""
+        return self.engine().members(self.tree(expression), now=now)
