@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from segment_oracle import OracleData
 from siyu.store.events import EVENTS_ARROW, ORDERS_ARROW, EventStore
-from siyu.store.state import SIGHTING
+from siyu.store.state import SIGHTING, TYPED_VALUES
 
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -30,7 +30,13 @@ def load(store: EventStore, data: OracleData) -> None:
     """Write ``data`` into ``store`` (an empty event store)."""
     resolve = dict(zip(data.aliases["alias_id"], data.aliases["person_id"], strict=True))
     current = set(data.persons["person_id"])
-    events = data.events
+
+    # The real store holds rows of current persons only (merges resolve, erasure deletes every row
+    # in one transaction): leftovers of erased persons planted in the data are left out here.
+    def current_row(pid: str) -> bool:
+        return resolve.get(pid, pid) in current
+
+    events = data.events[[current_row(p) for p in data.events["person_id"]]]
     n = len(events)
     event_table = pa.table(
         {
@@ -48,7 +54,7 @@ def load(store: EventStore, data: OracleData) -> None:
         },
         schema=EVENTS_ARROW,
     )
-    orders = data.orders
+    orders = data.orders[[current_row(p) for p in data.orders["person_id"]]]
     m = len(orders)
     order_table = pa.table(
         {
@@ -103,7 +109,9 @@ def load(store: EventStore, data: OracleData) -> None:
             schema=pa.schema([("person_id", pa.string()), ("key", pa.string()), ("value", pa.string())]),
         ),
     )
-    con.execute("INSERT INTO trait_state SELECT person_id, key, value, TIMESTAMPTZ '2026-01-01' FROM _tr")
+    con.execute(
+        f"INSERT INTO trait_state SELECT person_id, key, value, {TYPED_VALUES}, TIMESTAMPTZ '2026-01-01' FROM _tr"
+    )
     tag_rows = {
         (resolve.get(p, p), t, s or "")
         for p, t, s in data.tags[["person_id", "tag", "staff_userid"]].itertuples(index=False)

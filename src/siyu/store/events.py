@@ -23,11 +23,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from siyu.store.state import STATE_DDL, fold_event_table, rebuild_state
+from siyu.store.state import STATE_DDL, drop_state, fold_event_table, rebuild_state
 
 SCHEMA_VERSION = 1
 #: Bumped when the person-state fold changes meaning: stores at another version are refolded on open.
-STATE_VERSION = "1"
+STATE_VERSION = "2"
 STATE_VERSION_KEY = "state_version"
 
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -204,11 +204,13 @@ class EventStore:
 
     def _ensure_state(self) -> None:
         """Create the person-state tables; fold them from the history once for a store made before them."""
-        self.con.execute(STATE_DDL)
         if self.get_meta(STATE_VERSION_KEY) != STATE_VERSION:
             with self.transaction() as con:
+                drop_state(con)
+                con.execute(STATE_DDL)
                 rebuild_state(con)
                 self.set_meta(con, STATE_VERSION_KEY, STATE_VERSION)
+        self.con.execute(STATE_DDL)
 
     def close(self) -> None:
         """Close the connection."""

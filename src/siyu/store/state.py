@@ -26,6 +26,13 @@ import pyarrow as pa
 
 STATE_TABLES: tuple[str, ...] = ("person_state", "trait_state", "tag_state", "group_state")
 
+
+def drop_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the state tables (before re-creating them in a new shape and folding again)."""
+    for table in STATE_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS person_state (
     person_id VARCHAR PRIMARY KEY,
@@ -37,6 +44,8 @@ CREATE TABLE IF NOT EXISTS trait_state (
     person_id VARCHAR NOT NULL,
     key VARCHAR NOT NULL,
     value VARCHAR NOT NULL,  -- JSON text of the current value (never JSON null: a null removes the trait)
+    value_str VARCHAR,       -- the value when it is a JSON string (read without parsing JSON)
+    value_num DOUBLE,        -- the value when it is a JSON number
     updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (person_id, key)
 );
@@ -69,6 +78,10 @@ CHANGES_ARROW = pa.schema(
 #: Events that widen first / last seen, as in the profile: every message and order event, and the
 #: WeCom sightings (a contact added, a group joined); not siyu's other change events.
 SIGHTING = "message_type <> 'change' OR name IN ('$relation_added', '$group_joined')"
+
+#: ``value_str, value_num`` of a trait from its JSON text ``value``.
+TYPED_VALUES = """CASE WHEN json_type(value::JSON) = 'VARCHAR' THEN value::JSON ->> '$' END,
+    CASE WHEN json_type(value::JSON) IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN value::DOUBLE END"""
 
 _RESOLVED = "coalesce((SELECT min(a.person_id) FROM person_aliases a WHERE a.alias_id = {col}), {col})"
 
@@ -146,8 +159,8 @@ def _fold_traits(con: duckdb.DuckDBPyConnection) -> None:
         FROM ({last})""")
     con.execute("""DELETE FROM trait_state USING _fold_traits f
         WHERE trait_state.person_id = f.person_id AND trait_state.key = f.key""")
-    con.execute("""INSERT INTO trait_state SELECT person_id, key, value, changed_at FROM _fold_traits
-        WHERE value IS NOT NULL AND value <> 'null'""")
+    con.execute(f"""INSERT INTO trait_state SELECT person_id, key, value, {TYPED_VALUES}, changed_at
+        FROM _fold_traits WHERE value IS NOT NULL AND value <> 'null'""")
     con.execute("DROP TABLE _fold_traits")
 
 
