@@ -1,15 +1,18 @@
 """Segments: a live count preview of an expression (text or JSON form), and its members."""
 
+import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from siyu.api.deps import AdminKey, ApiError, RuntimeDep
 from siyu.runtime import Runtime
 from siyu.segments.compile import SegmentCompileError
 from siyu.segments.errors import SegmentError
+from siyu.segments.saved import DESCRIPTION_LIMIT, SavedSegmentError
 from siyu.segments.service import SegmentService
 
 router = APIRouter(tags=["segments"])
@@ -38,9 +41,12 @@ def _expression(body: SegmentQuery) -> Any:
     return body.expression if body.expression is not None else body.tree
 
 
-async def _call(fn: Any, expression: Any) -> Any:
+async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        return await run_in_threadpool(fn, expression)
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except SavedSegmentError as exc:
+        code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid_segment")
+        raise ApiError(exc.status, code, str(exc)) from exc
     except SegmentError as exc:
         detail = exc.to_dict()
         raise ApiError(422, "invalid_segment", str(exc), [detail]) from exc
@@ -60,3 +66,112 @@ async def segment_members(body: SegmentQuery, _key: AdminKey, runtime: RuntimeDe
     """The persons the expression selects (ids, sorted)."""
     ids = await _call(_service(runtime).members, _expression(body))
     return {"count": len(ids), "person_ids": sorted(ids)}
+
+
+# -- saved segments ---------------------------------------------------------------------------------
+SegmentName = Annotated[str, Path(min_length=1, max_length=64, description="A saved segment's name.")]
+
+
+class SegmentCreate(SegmentQuery):
+    """A segment to save: a name, the expression (text or JSON form), dynamic or static."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: Annotated[str, Field(pattern="^(dynamic|static)$")] = "dynamic"
+    description: Annotated[str | None, Field(max_length=DESCRIPTION_LIMIT)] = None
+
+
+def _result(r: Any) -> dict[str, Any]:
+    return {
+        "segment_id": r.segment_id,
+        "mode": r.mode,
+        "members": r.members,
+        "entered": r.entered,
+        "exited": r.exited,
+        "evaluated": r.evaluated,
+        "seconds": round(r.seconds, 3),
+    }
+
+
+@router.get("/v1/segments")
+async def segments_list(_key: AdminKey, runtime: RuntimeDep) -> list[dict[str, Any]]:
+    """Saved segments with their member counts."""
+    rows: list[dict[str, Any]] = await _call(_service(runtime).saved.all)
+    return rows
+
+
+@router.post("/v1/segments", status_code=201)
+async def segment_create(body: SegmentCreate, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
+    """Save a segment and compute its members (409 if the name is taken)."""
+    saved = _service(runtime).saved
+    seg, result = await _call(
+        saved.create, body.name, _expression(body), kind=body.kind, description=body.description, by="api"
+    )
+    return {**seg, "refresh": _result(result)}
+
+
+@router.post("/v1/segments/refresh")
+async def segments_refresh(
+    _key: AdminKey, runtime: RuntimeDep, full: Annotated[bool, Query(description="Re-evaluate everyone.")] = False
+) -> list[dict[str, Any]]:
+    """Refresh every dynamic segment (incremental where the definitions allow it)."""
+    results = await _call(_service(runtime).saved.refresh, None, full=full)
+    return [_result(r) for r in results]
+
+
+@router.get("/v1/segments/{name}")
+async def segment_get(name: SegmentName, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
+    """One saved segment."""
+    seg: dict[str, Any] = await _call(_service(runtime).saved.get, name)
+    return seg
+
+
+@router.delete("/v1/segments/{name}")
+async def segment_delete(name: SegmentName, _key: AdminKey, runtime: RuntimeDep) -> dict[str, str]:
+    """Delete a saved segment (409 while another segment or a rule tag uses it)."""
+    await _call(_service(runtime).saved.delete, name)
+    return {"deleted": name}
+
+
+@router.post("/v1/segments/{name}/refresh")
+async def segment_refresh(
+    name: SegmentName,
+    _key: AdminKey,
+    runtime: RuntimeDep,
+    full: Annotated[bool, Query(description="Re-evaluate everyone.")] = False,
+) -> dict[str, Any]:
+    """Recompute one segment; answers who entered and exited."""
+    results = await _call(_service(runtime).saved.refresh, name, full=full)
+    return _result(results[0])
+
+
+@router.get("/v1/segments/{name}/members", response_model=None)
+async def segment_members_saved(
+    name: SegmentName,
+    _key: AdminKey,
+    runtime: RuntimeDep,
+    format: Annotated[str, Query(pattern="^(json|csv|parquet)$")] = "json",
+) -> Any:
+    """The current members: JSON, or a CSV / Parquet download (column ``person_id``)."""
+    ids: list[str] = await _call(_service(runtime).saved.members, name)
+    if format == "json":
+        return {"count": len(ids), "person_ids": ids}
+    if format == "csv":
+        return Response("person_id\n" + "".join(f"{i}\n" for i in ids), media_type="text/csv")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"person_id": pa.array(ids, pa.string())}), buffer)
+    return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet")
+
+
+@router.get("/v1/segments/{name}/history")
+async def segment_history(
+    name: SegmentName,
+    _key: AdminKey,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[dict[str, Any]]:
+    """Who entered and exited the segment, newest first."""
+    rows: list[dict[str, Any]] = await _call(_service(runtime).saved.history, name, limit)
+    return rows

@@ -16,6 +16,7 @@ from rich.console import Console
 from siyu.runtime import Runtime
 from siyu.segments.compile import SegmentCompileError
 from siyu.segments.errors import SegmentError
+from siyu.segments.saved import SavedSegmentError
 from siyu.segments.service import SegmentService
 from siyu.store.events import EventStoreLocked
 
@@ -42,7 +43,7 @@ def _service(ctx: typer.Context) -> Iterator[SegmentService]:
         _fail(str(exc))
     try:
         yield SegmentService(rt)
-    except (SegmentError, SegmentCompileError) as exc:
+    except (SegmentError, SegmentCompileError, SavedSegmentError) as exc:
         _fail(str(exc))
     finally:
         rt.close()
@@ -59,20 +60,113 @@ def count(ctx: typer.Context, expression: Expression, as_json: JsonOpt = False) 
         sys.stdout.write(f"{n:,}\n")
 
 
+def _emit(data: object) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+
+
+@segment_app.command("create")
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The segment's name, e.g. 超级用户.")],
+    expression: Expression,
+    static: Annotated[bool, typer.Option("--static", help="A snapshot taken now, never refreshed.")] = False,
+    description: Annotated[str | None, typer.Option(help="What the segment is for.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Save a segment and compute its members 保存人群."""
+    with _service(ctx) as svc:
+        seg, result = svc.saved.create(
+            name, expression, kind="static" if static else "dynamic", description=description, by="cli"
+        )
+    if as_json:
+        _emit({**seg, "entered": result.entered})
+    else:
+        sys.stdout.write(f"saved {seg['kind']} segment {seg['name']}: {result.members:,} members\n")
+
+
+@segment_app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Saved segments with their member counts."""
+    with _service(ctx) as svc:
+        rows = svc.saved.all()
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        sys.stdout.write(f"{r['name']}\t{r['kind']}\t{r['member_count'] or 0:,}\t{r['expression']}\n")
+
+
+@segment_app.command("refresh")
+def refresh(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="One segment (default: every dynamic one).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Re-evaluate everyone, not only touched persons.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute members; record who entered and exited (segment_entered / segment_exited events)."""
+    with _service(ctx) as svc:
+        results = svc.saved.refresh(name, full=full)
+    rows = [
+        {
+            "segment_id": r.segment_id,
+            "mode": r.mode,
+            "members": r.members,
+            "entered": r.entered,
+            "exited": r.exited,
+            "evaluated": r.evaluated,
+            "seconds": round(r.seconds, 3),
+        }
+        for r in results
+    ]
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        sys.stdout.write(
+            f"{r['segment_id']}: {r['mode']}, {r['members']:,} members (+{r['entered']:,} −{r['exited']:,})\n"
+        )
+
+
+@segment_app.command("delete")
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The segment.")]) -> None:
+    """Delete a saved segment (refused while another segment or a rule tag uses it)."""
+    with _service(ctx) as svc:
+        svc.saved.delete(name)
+    sys.stdout.write(f"deleted {name}\n")
+
+
+@segment_app.command("history")
+def history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The segment.")],
+    limit: Annotated[int, typer.Option(help="How many changes.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who entered and exited the segment, newest first."""
+    with _service(ctx) as svc:
+        rows = svc.saved.history(name, limit)
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        sys.stdout.write(f"{r['at']}\t{r['change']}\t{r['person_id']}\n")
+
+
 @segment_app.command("members")
 def members(
     ctx: typer.Context,
-    expression: Expression,
+    segment: Annotated[str, typer.Argument(help="A saved segment's name, or an expression.")],
     output: Annotated[Path | None, typer.Option("--out", help="Write to this file (default: standard output).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet (parquet needs --out).")] = "csv",
 ) -> None:
-    """The ids of the persons the expression selects, one per row (column ``person_id``)."""
+    """The ids of the persons in a saved segment (or selected by an expression), column ``person_id``."""
     if fmt not in ("csv", "parquet"):
         _fail(f"--format: csv or parquet, not {fmt!r}")
     if fmt == "parquet" and output is None:
         _fail("--format parquet needs --out FILE")
     with _service(ctx) as svc:
-        ids = sorted(svc.members(expression))
+        saved = {s["name"] for s in svc.saved.all()}
+        ids = svc.saved.members(segment) if segment in saved else sorted(svc.members(segment))
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq

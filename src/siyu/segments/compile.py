@@ -65,6 +65,7 @@ class Tables:
     trait_state: ir.Table  # person_id, key, value (JSON text)
     tag_state: ir.Table  # person_id, tag, staff_userid
     group_state: ir.Table  # person_id, chat_id
+    membership: ir.Table | None = None  # segment_membership: segment_id, person_id, entered_at, exited_at
 
     @classmethod
     def from_backend(cls, backend: Any, names: Mapping[str, str] | None = None) -> Tables:
@@ -76,6 +77,7 @@ class Tables:
             "trait_state": "trait_state",
             "tag_state": "tag_state",
             "group_state": "group_state",
+            "membership": "segment_membership",
         }
         chosen = {**default, **(names or {})}
         return cls(**{key: backend.table(name) for key, name in chosen.items()})
@@ -85,16 +87,16 @@ class Tables:
 class Context:
     """What a compilation needs besides the tree: the time, the zone, the types, the references.
 
-    ``segment`` returns a saved segment's definition (``None`` if unknown); ``members`` returns the
-    stored members of a static segment as a table (``None`` to use the definition). ``groups`` maps
-    a group name to its chat ids.
+    ``segment`` returns a saved segment's definition (``None`` if unknown); ``static_id`` returns
+    the id of a *static* segment, whose stored members are used instead of its definition.
+    ``groups`` maps a group name to its chat ids.
     """
 
     now: datetime
     catalogue: Catalogue
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     segment: Callable[[str], Node | None] = lambda _name: None
-    members: Callable[[str], ir.Table | None] = lambda _name: None
+    static_id: Callable[[str], str | None] = lambda _name: None
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -479,9 +481,12 @@ class _Compiler:
 
     # -- segments
     def in_segment(self, node: InSegment) -> ir.Table:
-        stored = self.ctx.members(node.name)
-        if stored is not None:
-            return self.ids(stored)
+        static = self.ctx.static_id(node.name)
+        if static is not None:
+            m = self.t.membership
+            if m is None:
+                raise SegmentCompileError(f'人群 "{node.name}" 的成员不可用 / no stored members for "{node.name}"')
+            return self.ids(m.filter((m.segment_id == static) & m.exited_at.isnull()))
         if node.name in self._stack:
             chain = " → ".join([*self._stack, node.name])
             raise SegmentCompileError(f"人群循环引用 / segment refers to itself: {chain}")

@@ -31,7 +31,7 @@ class SegmentEngine:
         catalogue: Catalogue,
         tz: str = "Asia/Shanghai",
         segment: Callable[[str], Node | None] = lambda _name: None,
-        members: Callable[[str], ir.Table | None] | None = None,
+        static_id: Callable[[str], str | None] = lambda _name: None,
         groups: Mapping[str, tuple[str, ...]] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -39,7 +39,7 @@ class SegmentEngine:
         self.catalogue = catalogue
         self.tz = ZoneInfo(tz)
         self.segment = segment
-        self._members = members
+        self.static_id = static_id
         self.groups = dict(groups or {})
         self.now = now
 
@@ -49,19 +49,21 @@ class SegmentEngine:
         backend.raw_sql(f"SET TimeZone = '{self.tz.key}'")
         return backend
 
-    def expression(self, tree: Node, *, now: datetime | None = None, backend: Any = None) -> ir.Table:
-        """The compiled expression (one column ``person_id``)."""
-        backend = backend or self._backend()
-        stored = self._members
-        ctx = Context(
+    def context(self, now: datetime | None = None) -> Context:
+        """The compilation context at ``now`` (default: the engine's clock)."""
+        return Context(
             now=(now or self.now()).astimezone(UTC),
             catalogue=self.catalogue,
             tz=self.tz,
             segment=self.segment,
-            members=stored if stored is not None else (lambda _name: None),
+            static_id=self.static_id,
             groups=self.groups,
         )
-        return compile_segment(tree, Tables.from_backend(backend), ctx)
+
+    def expression(self, tree: Node, *, now: datetime | None = None, backend: Any = None) -> ir.Table:
+        """The compiled expression (one column ``person_id``)."""
+        backend = backend or self._backend()
+        return compile_segment(tree, Tables.from_backend(backend), self.context(now))
 
     def members(self, tree: Node, *, now: datetime | None = None) -> set[str]:
         """The ids of the persons in the segment."""

@@ -20,8 +20,9 @@ from siyu.runtime import Runtime
 from siyu.segments import Catalogue, from_json, parse, validate
 from siyu.segments.engine import SegmentEngine
 from siyu.segments.nodes import Node
+from siyu.segments.saved import SavedSegments
 from siyu.segments.validate import BUILTIN_EVENTS
-from siyu.store.ops.schema import groups, staff, tags
+from siyu.store.ops.schema import groups, segments, staff, tags
 
 #: JSON types (DuckDB's ``json_type``) as catalogue field types.
 _JSON_TYPES = {
@@ -86,10 +87,13 @@ def read_catalogue(runtime: Runtime) -> Catalogue:
         group_rows = conn.execute(select(groups.c.chat_id, groups.c.name)).all()
         staff_ids = [r[0] for r in conn.execute(select(staff.c.userid))]
     held = [r[0] for r in cur.execute("SELECT DISTINCT tag FROM tag_state").fetchall()]
+    with runtime.engine.connect() as conn:
+        saved = [r[0] for r in conn.execute(select(segments.c.name))]
     return Catalogue.from_dict(
         {
             "traits": trait_types,
             "events": events,
+            "segments": saved,
             "tags": sorted({*tag_names, *held}),
             "groups": sorted({*(c for c, _ in group_rows), *(n for _, n in group_rows if n)}),
             "staff": staff_ids,
@@ -126,6 +130,15 @@ class SegmentService:
             self._catalogue = (now, read_catalogue(self.runtime), group_chats(self.runtime))
         return self._catalogue[1], self._catalogue[2]
 
+    def forget_catalogue(self) -> None:
+        """Read the catalogue again on next use (after a segment or tag was created or deleted)."""
+        self._catalogue = None
+
+    @property
+    def saved(self) -> SavedSegments:
+        """The installation's saved segments."""
+        return SavedSegments(self)
+
     def tree(self, expression: str | Mapping[str, Any]) -> Node:
         """Parse (text or JSON form) and validate; raises the segment errors of docs/segments.md."""
         tree = parse(expression) if isinstance(expression, str) else from_json(expression)
@@ -135,7 +148,17 @@ class SegmentService:
     def engine(self) -> SegmentEngine:
         """An engine over the installation's event store."""
         catalogue, chats = self.catalogue()
-        return SegmentEngine(self.runtime.events, catalogue=catalogue, tz=self.runtime.settings.timezone, groups=chats)
+        saved = self.saved
+        definitions = saved.definitions()
+        static = saved.static_ids()
+        return SegmentEngine(
+            self.runtime.events,
+            catalogue=catalogue,
+            tz=self.runtime.settings.timezone,
+            groups=chats,
+            segment=definitions.get,
+            static_id=static.get,
+        )
 
     def count(self, expression: str | Mapping[str, Any], *, now: datetime | None = None) -> int:
         """How many persons ``expression`` selects."""

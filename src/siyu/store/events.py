@@ -123,6 +123,13 @@ CREATE TABLE IF NOT EXISTS person_aliases (
     person_id VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+-- Who is in each saved segment: one row per stay (siyu.segments.membership).
+CREATE TABLE IF NOT EXISTS segment_membership (
+    segment_id VARCHAR NOT NULL,
+    person_id VARCHAR NOT NULL,
+    entered_at TIMESTAMPTZ NOT NULL,
+    exited_at TIMESTAMPTZ
+);
 CREATE OR REPLACE VIEW events_resolved AS
     SELECT e.* REPLACE (coalesce(a.person_id, e.person_id) AS person_id)
     FROM events e LEFT JOIN person_aliases a ON a.alias_id = e.person_id;
@@ -379,6 +386,10 @@ class EventStore:
             self._meta[key] = row[0] if row else None
         value = self._meta[key]
         return default if value is None else value
+
+    def forget_meta(self, key: str) -> None:
+        """Drop the cached value of ``key`` (after it was written outside :meth:`set_meta`)."""
+        self._meta.pop(key, None)
 
     def set_meta(self, con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
         """Set a ``store_meta`` value inside a :meth:`transaction` (seen by :meth:`get_meta` once committed)."""

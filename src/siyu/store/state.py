@@ -231,8 +231,8 @@ def _drop_merged(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def forget_persons(con: duckdb.DuckDBPyConnection, person_ids: Sequence[str]) -> None:
-    """Delete ``person_ids`` from every state table (PIPL erasure)."""
-    for table in STATE_TABLES:
+    """Delete ``person_ids`` from every state table and every segment's membership (PIPL erasure)."""
+    for table in (*STATE_TABLES, "segment_membership"):
         con.execute(f"DELETE FROM {table} WHERE person_id IN (SELECT unnest(?::VARCHAR[]))", [list(person_ids)])
 
 

@@ -195,6 +195,22 @@ group_members = Table(
     Column("left_at", TS),
 )
 
+#: A saved segment (人群): its definition; members and history live in the event store.
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False, comment="dynamic | static"),
+    Column("expression", Text, nullable=False, comment="canonical text of the definition"),
+    Column("description", String(256)),
+    Column("created_by", String(128)),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("refreshed_at", TS, comment="when membership was last computed"),
+    Column("member_count", Integer),
+)
+
 tracking_plan = Table(
     "tracking_plan",
     metadata,
@@ -246,6 +262,7 @@ __all__ = [
     "person_tags",
     "persons",
     "relation_tags",
+    "segments",
     "staff",
     "staff_relations",
     "tag_groups",

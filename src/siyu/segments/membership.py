@@ -1,0 +1,299 @@
+"""Segment membership in the event store: who is in each saved segment, since when, and the history.
+
+``segment_membership(segment_id, person_id, entered_at, exited_at)`` holds one row per stay in a
+segment; the current members are the rows with ``exited_at IS NULL``. Every change is also an event
+(``segment_entered`` / ``segment_exited``, ``message_type = 'change'`` so ``did any`` never counts
+it) for automation to react to.
+
+A refresh computes the new member set and writes the difference in one DuckDB transaction:
+
+* **incremental** when the definition (and every segment it refers to) does not depend on the time
+  of evaluation — no ``in last``, no relative dates: only persons with new events, orders or changes
+  since the segment's watermark are re-evaluated, on small temporary copies of their rows;
+* **full** otherwise, and for a segment never computed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import ibis
+import ibis.expr.types as ir
+
+from siyu.segments.compile import Context, Tables, compile_segment
+from siyu.segments.nodes import AbsoluteDate, DateRange, InLast, InSegment, Node, RelativeDate
+from siyu.store.events import EventStore
+
+#: Events a refresh writes itself: they do not make a person "touched" for the next refresh.
+SEGMENT_EVENTS = ("segment_entered", "segment_exited")
+
+
+def _values(node: Node) -> Iterable[Any]:
+    """Every value and window below ``node`` (fields of dataclasses, recursively)."""
+    stack: list[Any] = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if isinstance(current, tuple):
+            stack.extend(current)
+        elif isinstance(current, Node):
+            stack.extend(getattr(current, f) for f in current.__dataclass_fields__ if f != "span")
+
+
+def depends_on_now(tree: Node, definition: Callable[[str], Node | None]) -> bool:
+    """Whether ``tree`` (or a segment it refers to) reads the time of evaluation."""
+    seen: set[str] = set()
+    stack = [tree]
+    while stack:
+        for value in _values(stack.pop()):
+            if isinstance(value, InLast | RelativeDate):
+                return True
+            if isinstance(value, DateRange) and not (
+                isinstance(value.start, AbsoluteDate) and isinstance(value.end, AbsoluteDate)
+            ):
+                return True
+            if isinstance(value, InSegment) and value.name not in seen:
+                seen.add(value.name)
+                other = definition(value.name)
+                if other is not None:
+                    stack.append(other)
+    return False
+
+
+@dataclass
+class RefreshResult:
+    """What one refresh changed."""
+
+    segment_id: str
+    mode: str  # "full" | "incremental" | "static"
+    members: int
+    entered: int
+    exited: int
+    evaluated: int  # persons evaluated (all, or the touched ones)
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _now_literal(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat()
+
+
+class Membership:
+    """Reads and writes ``segment_membership`` on one event store (the single writer)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    def members_table(self, backend: Any, segment_id: str) -> ir.Table:
+        """The current members of a segment, as an Ibis table on ``backend``."""
+        t = backend.table("segment_membership")
+        return t.filter((t.segment_id == segment_id) & t.exited_at.isnull()).select("person_id")
+
+    def current(self, segment_id: str) -> set[str]:
+        """The current members' ids."""
+        rows = self.store.cursor().execute(
+            "SELECT person_id FROM segment_membership WHERE segment_id = ? AND exited_at IS NULL", [segment_id]
+        )
+        return {r[0] for r in rows.fetchall()}
+
+    def count(self, segment_id: str) -> int:
+        """How many current members."""
+        row = (
+            self.store.cursor()
+            .execute("SELECT count(*) FROM segment_membership WHERE segment_id = ? AND exited_at IS NULL", [segment_id])
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def history(self, segment_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The latest entries and exits, newest first."""
+        rows = (
+            self.store.cursor()
+            .execute(
+                """SELECT person_id, 'entered' AS change, entered_at AS changed_at
+               FROM segment_membership WHERE segment_id = $s
+               UNION ALL
+               SELECT person_id, 'exited', exited_at
+               FROM segment_membership WHERE segment_id = $s AND exited_at IS NOT NULL
+               ORDER BY changed_at DESC, person_id LIMIT $n""",
+                {"s": segment_id, "n": limit},
+            )
+            .fetchall()
+        )
+        return [{"person_id": p, "change": c, "at": a.isoformat()} for p, c, a in rows]
+
+    def forget(self, segment_id: str) -> None:
+        """Drop a deleted segment's membership (its events stay: they happened)."""
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM segment_membership WHERE segment_id = ?", [segment_id])
+            con.execute("DELETE FROM store_meta WHERE key = ?", [_watermark_key(segment_id)])
+
+    # -- refresh -----------------------------------------------------------------------------------
+    def refresh(
+        self,
+        segment: dict[str, Any],
+        tree: Node,
+        ctx: Context,
+        *,
+        incremental: bool,
+        static: bool = False,
+    ) -> RefreshResult:
+        """Recompute one segment's members at ``ctx.now`` and record who entered and who exited.
+
+        ``segment`` has ``id`` and ``name``. ``incremental`` asks for the touched-persons path
+        (only honoured when the segment has a watermark); ``static`` freezes a segment that already
+        has members.
+        """
+        started = datetime.now(UTC)
+        with self.store.write_lock:
+            cur = self.store.cursor()
+            try:
+                return self._refresh(cur, segment, tree, ctx, incremental=incremental, static=static, started=started)
+            finally:
+                cur.close()
+
+    def _refresh(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        segment: dict[str, Any],
+        tree: Node,
+        ctx: Context,
+        *,
+        incremental: bool,
+        static: bool,
+        started: datetime,
+    ) -> RefreshResult:
+        sid = segment["id"]
+        watermark = self.store.get_meta(_watermark_key(sid))
+        has_members = watermark is not None
+        if static and has_members:
+            n = self.count(sid)
+            return RefreshResult(sid, "static", n, 0, 0, 0)
+        high = cur.execute(
+            "SELECT max(received_at) FROM events WHERE name NOT IN ('segment_entered', 'segment_exited')"
+        ).fetchall()[0][0]
+        high_mark = high.isoformat() if high is not None else "1970-01-01T00:00:00+00:00"
+        backend = ibis.duckdb.from_connection(cur)
+        backend.raw_sql(f"SET TimeZone = '{ctx.tz.key}'")
+        mode = "incremental" if incremental and has_members else "full"
+        if mode == "incremental":
+            evaluated = self._touched(cur, watermark or "")
+            tables = _touched_tables(backend)
+        else:
+            evaluated = -1
+            tables = Tables.from_backend(backend)
+        result = compile_segment(tree, tables, ctx)
+        sql = ibis.to_sql(result, dialect="duckdb")
+        cur.execute("SET TimeZone = 'UTC'")
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE _seg_new AS {sql}")
+        at = _now_literal(ctx.now)
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            scope = "person_id IN (SELECT person_id FROM _seg_touched)" if mode == "incremental" else "TRUE"
+            cur.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _seg_exit AS
+                    SELECT person_id FROM segment_membership
+                    WHERE segment_id = $s AND exited_at IS NULL AND {scope}
+                      AND person_id NOT IN (SELECT person_id FROM _seg_new)""",
+                {"s": sid},
+            )
+            cur.execute(
+                """CREATE OR REPLACE TEMP TABLE _seg_enter AS
+                   SELECT person_id FROM _seg_new WHERE person_id NOT IN
+                     (SELECT person_id FROM segment_membership WHERE segment_id = $s AND exited_at IS NULL)""",
+                {"s": sid},
+            )
+            cur.execute(
+                """UPDATE segment_membership SET exited_at = $at::TIMESTAMPTZ
+                   WHERE segment_id = $s AND exited_at IS NULL AND person_id IN (SELECT person_id FROM _seg_exit)""",
+                {"s": sid, "at": at},
+            )
+            cur.execute(
+                "INSERT INTO segment_membership SELECT $s, person_id, $at::TIMESTAMPTZ, NULL FROM _seg_enter",
+                {"s": sid, "at": at},
+            )
+            props = '{"segment": ' + _json_string(segment["name"]) + ', "segment_id": ' + _json_string(sid) + "}"
+            refresh_id = uuid.uuid4().hex
+            for name, source in (("segment_entered", "_seg_enter"), ("segment_exited", "_seg_exit")):
+                cur.execute(
+                    f"""INSERT INTO events BY NAME
+                        SELECT 'seg-' || md5($r || $n || person_id) AS event_id, person_id, 'change' AS message_type,
+                               $n AS name, $at::TIMESTAMPTZ AS ts, $p AS properties, 'siyu' AS source,
+                               $at::TIMESTAMPTZ AS received_at
+                        FROM {source}""",
+                    {"r": refresh_id, "n": name, "at": at, "p": props},
+                )
+            cur.execute(
+                "INSERT INTO store_meta VALUES ($k, $v) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                {"k": _watermark_key(sid), "v": high_mark},
+            )
+            entered = _count(cur, "_seg_enter")
+            exited = _count(cur, "_seg_exit")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        self.store.forget_meta(_watermark_key(sid))
+        if mode == "full":
+            evaluated = _count(cur, "_seg_new")
+        members = self.count(sid)
+        seconds = (datetime.now(UTC) - started).total_seconds()
+        return RefreshResult(sid, mode, members, entered, exited, evaluated, seconds)
+
+    def _touched(self, cur: duckdb.DuckDBPyConnection, watermark: str) -> int:
+        """Temporary copies of every table, restricted to persons with anything new since ``watermark``."""
+        cur.execute(
+            """CREATE OR REPLACE TEMP TABLE _seg_touched AS
+               SELECT DISTINCT coalesce(a.person_id, x.person_id) AS person_id FROM (
+                   SELECT person_id FROM events
+                   WHERE received_at > $w::TIMESTAMPTZ AND name NOT IN ('segment_entered', 'segment_exited')
+                   UNION ALL SELECT person_id FROM orders WHERE received_at > $w::TIMESTAMPTZ
+               ) x LEFT JOIN person_aliases a ON a.alias_id = x.person_id""",
+            {"w": watermark},
+        )
+        for name, source in (
+            ("_seg_t_events", "events_resolved"),
+            ("_seg_t_orders", "orders_current"),
+            ("_seg_t_person_state", "person_state"),
+            ("_seg_t_trait_state", "trait_state"),
+            ("_seg_t_tag_state", "tag_state"),
+            ("_seg_t_group_state", "group_state"),
+        ):
+            cur.execute(
+                f"""CREATE OR REPLACE TEMP TABLE {name} AS
+                    SELECT * FROM {source} WHERE person_id IN (SELECT person_id FROM _seg_touched)"""
+            )
+        return _count(cur, "_seg_touched")
+
+
+def _touched_tables(backend: Any) -> Tables:
+    return Tables.from_backend(
+        backend,
+        {
+            "events": "_seg_t_events",
+            "orders": "_seg_t_orders",
+            "person_state": "_seg_t_person_state",
+            "trait_state": "_seg_t_trait_state",
+            "tag_state": "_seg_t_tag_state",
+            "group_state": "_seg_t_group_state",
+        },
+    )
+
+
+def _count(cur: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+
+
+def _json_string(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _watermark_key(segment_id: str) -> str:
+    return f"segment_watermark:{segment_id}"

@@ -1,0 +1,211 @@
+"""Saved segments (人群): definitions in the ops store, membership and history in the event store.
+
+* **dynamic** segments follow their definition: ``refresh`` recomputes them (incrementally when the
+  definition does not read the time, see :mod:`siyu.segments.membership`), and ``in segment`` reads
+  the definition itself, so it is always current;
+* **static** segments are a snapshot taken when they are created; ``in segment`` reads the stored
+  members.
+
+A segment that would refer to itself, directly or through others, is refused; a segment another
+segment or a rule tag refers to cannot be deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, update
+
+from siyu.segments import find_cycle, parse, referenced_segments, to_text
+from siyu.segments.compile import SegmentCompileError
+from siyu.segments.membership import Membership, RefreshResult, depends_on_now
+from siyu.segments.nodes import Node
+from siyu.store.ops.schema import segments, tags
+
+KINDS = ("dynamic", "static")
+NAME_LIMIT = 64
+DESCRIPTION_LIMIT = 256
+
+
+class SavedSegmentError(ValueError):
+    """A saved-segment request that cannot be done; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_name(name: str) -> str:
+    """A segment name: 1–64 printable characters, trimmed."""
+    if not isinstance(name, str) or not name.strip():
+        raise SavedSegmentError("name: 人群名称不能为空 / a segment needs a name")
+    name = name.strip()
+    if len(name) > NAME_LIMIT or any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise SavedSegmentError(f"name: 最多 {NAME_LIMIT} 个可打印字符 / at most {NAME_LIMIT} printable characters")
+    return name
+
+
+def _row(r: Any) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+    return {
+        "id": r.id,
+        "name": r.name,
+        "kind": r.kind,
+        "expression": r.expression,
+        "description": r.description,
+        "created_by": r.created_by,
+        "created_at": iso(r.created_at),
+        "updated_at": iso(r.updated_at),
+        "refreshed_at": iso(r.refreshed_at),
+        "member_count": r.member_count,
+    }
+
+
+class SavedSegments:
+    """Saved segments of one installation (used through ``SegmentService.saved``)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service  # siyu.segments.service.SegmentService
+        self.runtime = service.runtime
+        self.membership = Membership(self.runtime.events)
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _all(self, conn: Connection | None = None) -> list[dict[str, Any]]:
+        if conn is None:
+            with self.runtime.engine.connect() as c:
+                return self._all(c)
+        return [_row(r) for r in conn.execute(select(segments).order_by(segments.c.name))]
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every saved segment."""
+        return self._all()
+
+    def get(self, name: str) -> dict[str, Any]:
+        """One saved segment by name; :class:`SavedSegmentError` (404) if there is none."""
+        for seg in self._all():
+            if seg["name"] == name:
+                return seg
+        known = [s["name"] for s in self._all()]
+        raise SavedSegmentError(
+            f'未知的人群 "{name}" / unknown segment "{name}" (known: {", ".join(known) or "none"})', 404
+        )
+
+    def definitions(self) -> dict[str, Node]:
+        """Name → parsed definition, for every saved segment."""
+        return {s["name"]: parse(s["expression"]) for s in self._all()}
+
+    def static_ids(self) -> dict[str, str]:
+        """Name → id of every static segment."""
+        return {s["name"]: s["id"] for s in self._all() if s["kind"] == "static"}
+
+    # -- writing -----------------------------------------------------------------------------------
+    def create(
+        self,
+        name: str,
+        expression: str | Mapping[str, Any],
+        *,
+        kind: str = "dynamic",
+        description: str | None = None,
+        by: str = "api",
+        now: datetime | None = None,
+    ) -> tuple[dict[str, Any], RefreshResult]:
+        """Save a segment and compute its members; refuses a name in use or a self-reference."""
+        name = check_name(name)
+        if kind not in KINDS:
+            raise SavedSegmentError(f"kind: dynamic 或 static / must be dynamic or static, not {kind!r}")
+        if description is not None and len(description) > DESCRIPTION_LIMIT:
+            raise SavedSegmentError(
+                f"description: 最多 {DESCRIPTION_LIMIT} 字 / at most {DESCRIPTION_LIMIT} characters"
+            )
+        tree = self.service.tree(expression)
+        definitions = self.definitions()
+        if name in definitions:
+            raise SavedSegmentError(f'人群 "{name}" 已存在 / a segment named "{name}" exists', 409)
+        cycle = find_cycle(name, tree, definitions.get)
+        if cycle:
+            raise SavedSegmentError(f"人群循环引用 / segment refers to itself: {' → '.join(cycle)}")
+        at = now or datetime.now(UTC)
+        sid = hashlib.sha256(f"segment:{name}:{at.isoformat()}".encode()).hexdigest()[:24]
+        with self.runtime.engine.begin() as conn:
+            conn.execute(
+                segments.insert().values(
+                    id=sid,
+                    name=name,
+                    kind=kind,
+                    expression=to_text(tree),
+                    description=description,
+                    created_by=by[:128],
+                    created_at=at,
+                    updated_at=at,
+                )
+            )
+        self.service.forget_catalogue()
+        try:
+            result = self.refresh_one(self.get(name), now=now, full=True)
+        except Exception:
+            with self.runtime.engine.begin() as conn:
+                conn.execute(delete(segments).where(segments.c.id == sid))
+            self.membership.forget(sid)
+            self.service.forget_catalogue()
+            raise
+        return self.get(name), result
+
+    def delete(self, name: str) -> None:
+        """Delete a segment and its membership (its past events stay); refused while referred to."""
+        seg = self.get(name)
+        users = [n for n, tree in self.definitions().items() if n != name and name in referenced_segments(tree)]
+        with self.runtime.engine.connect() as conn:
+            rules = conn.execute(select(tags.c.name, tags.c.rule).where(tags.c.kind == "rule")).all()
+        users += [f"tag {t}" for t, rule in rules if rule and name in referenced_segments(parse(rule))]
+        if users:
+            raise SavedSegmentError(f'人群 "{name}" 仍被引用 / segment "{name}" is used by: {", ".join(users)}', 409)
+        with self.runtime.engine.begin() as conn:
+            conn.execute(delete(segments).where(segments.c.id == seg["id"]))
+        self.membership.forget(seg["id"])
+        self.service.forget_catalogue()
+
+    # -- membership --------------------------------------------------------------------------------
+    def refresh_one(self, seg: dict[str, Any], *, now: datetime | None = None, full: bool = False) -> RefreshResult:
+        """Recompute one segment (a static one only when it has no members yet)."""
+        tree = parse(seg["expression"])
+        definitions = self.definitions()
+        engine = self.service.engine()
+        ctx = engine.context(now)
+        incremental = not full and not depends_on_now(tree, definitions.get)
+        try:
+            result = self.membership.refresh(seg, tree, ctx, incremental=incremental, static=seg["kind"] == "static")
+        except SegmentCompileError as exc:
+            raise SavedSegmentError(str(exc)) from exc
+        with self.runtime.engine.begin() as conn:
+            conn.execute(
+                update(segments)
+                .where(segments.c.id == seg["id"])
+                .values(refreshed_at=ctx.now, member_count=result.members)
+            )
+        if result.entered or result.exited:
+            self.service.forget_catalogue()  # segment_entered / segment_exited may be new event names
+        return result
+
+    def refresh(
+        self, name: str | None = None, *, now: datetime | None = None, full: bool = False
+    ) -> list[RefreshResult]:
+        """Refresh one segment, or every dynamic one (then the rule tags too)."""
+        if name is not None:
+            return [self.refresh_one(self.get(name), now=now, full=full)]
+        results = [self.refresh_one(seg, now=now, full=full) for seg in self._all() if seg["kind"] == "dynamic"]
+        return results
+
+    def members(self, name: str) -> list[str]:
+        """The current members of a saved segment, sorted."""
+        return sorted(self.membership.current(self.get(name)["id"]))
+
+    def history(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """Who entered and exited, newest first."""
+        return self.membership.history(self.get(name)["id"], limit)

@@ -1,0 +1,168 @@
+"""Saved segments: create, refresh (incremental and full), membership history, events, static
+snapshots, references, deletion, erasure — through the API on SQLite and PostgreSQL ops stores.
+
+The honest check of incremental refresh: after random writes, the incrementally refreshed members
+must equal a from-scratch evaluation of the same definition.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from helpers import ADMIN, Api, identify, order, track
+
+NOW = datetime.now(UTC)
+
+
+def post(api: Api, path: str, body: Any = None, **params: Any) -> Any:
+    return api.client.post(path, json=body, headers=ADMIN, params=params)
+
+
+def create(api: Api, name: str, expression: str, kind: str = "dynamic") -> dict[str, Any]:
+    r = post(api, "/v1/segments", {"name": name, "expression": expression, "kind": kind})
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def members(api: Api, name: str) -> set[str]:
+    r = api.client.get(f"/v1/segments/{name}/members", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return set(r.json()["person_ids"])
+
+
+def evaluated(api: Api, expression: str) -> set[str]:
+    r = post(api, "/v1/segments/members", {"expression": expression})
+    assert r.status_code == 200, r.text
+    return set(r.json()["person_ids"])
+
+
+def pid(api: Api, user: str) -> str:
+    return api.person(f"user_id:{user}")["id"]  # type: ignore[no-any-return]
+
+
+def test_refresh_records_who_entered_and_exited(api: Api) -> None:
+    api.batch([identify(userId=f"u{i}", traits={"city": "北京" if i < 3 else "上海"}) for i in range(6)])
+    seg = create(api, "北京客户", 'city = "北京"')
+    assert seg["member_count"] == 3 and seg["refresh"]["mode"] == "full" and seg["refresh"]["entered"] == 3
+    # u0 moves away, u4 moves in; u9 is new and in 北京.
+    api.batch(
+        [
+            identify(userId="u0", traits={"city": "上海"}),
+            identify(userId="u4", traits={"city": "北京"}),
+            identify(userId="u9", traits={"city": "北京"}),
+        ]
+    )
+    r = post(api, "/v1/segments/北京客户/refresh")
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["mode"] == "incremental" and result["evaluated"] == 3
+    assert (result["entered"], result["exited"], result["members"]) == (2, 1, 4)
+    assert members(api, "北京客户") == {pid(api, u) for u in ("u1", "u2", "u4", "u9")}
+    history = api.client.get("/v1/segments/北京客户/history", headers=ADMIN).json()
+    assert {(h["person_id"], h["change"]) for h in history} >= {(pid(api, "u0"), "exited"), (pid(api, "u9"), "entered")}
+    # The changes are events too, which `any` does not count.
+    cur = api.runtime.events.cursor()
+    names = dict(cur.execute("SELECT name, count(*) FROM events WHERE name LIKE 'segment_%' GROUP BY name").fetchall())
+    assert names == {"segment_entered": 5, "segment_exited": 1}
+    assert post(api, "/v1/segments/count", {"expression": "did segment_entered ever"}).json()["count"] == 5
+    # A second refresh with nothing new changes nothing.
+    again = post(api, "/v1/segments/北京客户/refresh").json()
+    assert (again["entered"], again["exited"], again["evaluated"]) == (0, 0, 0)
+
+
+def test_time_windows_stay_correct_as_time_passes(api: Api) -> None:
+    api.batch([track("viewed", userId="old", timestamp=(NOW - timedelta(days=6, hours=23)).isoformat())])
+    api.batch([track("viewed", userId="new", timestamp=(NOW - timedelta(hours=1)).isoformat())])
+    seg = create(api, "近7天活跃", "did any in last 7d")
+    assert seg["member_count"] == 2
+    # No new events, but an hour later `old` has fallen out of the window: a full refresh sees it.
+    later = NOW + timedelta(hours=2)
+    results = api.runtime.segments().saved.refresh("近7天活跃", now=later)
+    assert results[0].mode == "full" and results[0].exited == 1
+    assert members(api, "近7天活跃") == {pid(api, "new")}
+
+
+def test_incremental_refresh_equals_a_full_evaluation_after_random_writes(api: Api) -> None:
+    rng = random.Random(5)
+    definitions = {
+        "买过两单": "orders count >= 2",
+        "北京女性": 'city = "北京" and gender = "女"',
+        "收藏未购": "did favorite ever and not did order_paid ever",
+        "高客单": 'orders aov >= 15000 or in segment "北京女性"',
+    }
+    api.batch([identify(userId=f"u{i}", traits={"city": "北京", "gender": "女"}) for i in range(3)])
+    api.batch([track("favorite", userId="u0"), track("order_paid", userId="u9")])
+    for name, text in definitions.items():
+        create(api, name, text)
+    n_order = 0
+    for _ in range(6):
+        msgs: list[dict[str, Any]] = []
+        for _ in range(8):
+            user = f"u{rng.randrange(15)}"
+            roll = rng.random()
+            if roll < 0.4:
+                traits = {"city": rng.choice(["北京", "上海"]), "gender": rng.choice(["女", "男"])}
+                msgs.append(identify(userId=user, traits=traits))
+            else:
+                msgs.append(track(rng.choice(["favorite", "viewed"]), userId=user))
+        api.batch(msgs)
+        orders = []
+        for _ in range(rng.randrange(0, 4)):
+            n_order += 1
+            orders.append(order(f"o{n_order}", userId=f"u{rng.randrange(15)}", amount_fen=rng.choice([5000, 20000])))
+        if orders:
+            assert api.post_orders(orders).status_code == 200
+        results = post(api, "/v1/segments/refresh").json()
+        assert {r["mode"] for r in results} == {"incremental"}
+        for name, text in definitions.items():
+            assert members(api, name) == evaluated(api, text), name
+
+
+def test_static_segments_are_snapshots(api: Api) -> None:
+    api.batch([identify(userId=f"u{i}", traits={"city": "北京", "gender": "男"}) for i in range(2)])
+    create(api, "首批北京", 'city = "北京"', kind="static")
+    create(api, "首批北京的女性", 'in segment "首批北京" and gender = "女"')
+    api.batch(
+        [identify(userId="u5", traits={"city": "北京", "gender": "女"}), identify(userId="u0", traits={"gender": "女"})]
+    )
+    assert post(api, "/v1/segments/首批北京/refresh").json()["mode"] == "static"
+    assert members(api, "首批北京") == {pid(api, "u0"), pid(api, "u1")}
+    post(api, "/v1/segments/refresh")
+    assert members(api, "首批北京的女性") == {pid(api, "u0")}  # u5 is in 北京 but not in the snapshot
+
+
+def test_bad_requests_change_nothing(api: Api) -> None:
+    api.batch([identify(userId="u1", traits={"city": "北京"})])
+    create(api, "A", 'city = "北京"')
+    create(api, "B", 'in segment "A"')
+    assert post(api, "/v1/segments", {"name": "A", "expression": 'city = "上海"'}).status_code == 409
+    r = post(api, "/v1/segments", {"name": "C", "expression": 'in segment "C"'})
+    assert r.status_code == 422 and "C" in r.json()["error"]["message"]  # a self-reference is an unknown segment
+    assert post(api, "/v1/segments", {"name": "D", "expression": 'citi = "北京"'}).status_code == 422
+    assert post(api, "/v1/segments", {"name": "", "expression": 'city = "北京"'}).status_code == 422
+    assert (
+        post(api, "/v1/segments", {"name": "E", "expression": 'city = "北京"', "kind": "sometimes"}).status_code == 422
+    )
+    r = api.client.delete("/v1/segments/A", headers=ADMIN)
+    assert r.status_code == 409 and "B" in r.json()["error"]["message"]
+    assert api.client.get("/v1/segments/nope", headers=ADMIN).status_code == 404
+    assert [s["name"] for s in api.client.get("/v1/segments", headers=ADMIN).json()] == ["A", "B"]
+    assert api.client.delete("/v1/segments/B", headers=ADMIN).status_code == 200
+    assert api.client.delete("/v1/segments/A", headers=ADMIN).status_code == 200
+    assert api.client.get("/v1/segments", headers=ADMIN).json() == []
+
+
+def test_members_export_and_erasure(api: Api) -> None:
+    api.batch([identify(userId=f"u{i}", traits={"city": "北京"}) for i in range(3)])
+    create(api, "北京", 'city = "北京"')
+    csv_body = api.client.get("/v1/segments/北京/members", params={"format": "csv"}, headers=ADMIN).text
+    assert csv_body.splitlines()[0] == "person_id" and len(csv_body.splitlines()) == 4
+    parquet = api.client.get("/v1/segments/北京/members", params={"format": "parquet"}, headers=ADMIN)
+    assert parquet.status_code == 200 and parquet.content[:4] == b"PAR1"
+    gone = pid(api, "u0")
+    assert api.client.delete(f"/v1/persons/{gone}", headers=ADMIN).status_code == 200
+    assert gone not in members(api, "北京")
+    cur = api.runtime.events.cursor()
+    assert cur.execute("SELECT count(*) FROM segment_membership WHERE person_id = ?", [gone]).fetchone() == (0,)
