@@ -114,7 +114,7 @@ def test_incremental_refresh_equals_a_full_evaluation_after_random_writes(api: A
             orders.append(order(f"o{n_order}", userId=f"u{rng.randrange(15)}", amount_fen=rng.choice([5000, 20000])))
         if orders:
             assert api.post_orders(orders).status_code == 200
-        results = post(api, "/v1/segments/refresh").json()
+        results = post(api, "/v1/segments/refresh").json()["segments"]
         assert {r["mode"] for r in results} == {"incremental"}
         for name, text in definitions.items():
             assert members(api, name) == evaluated(api, text), name
@@ -166,3 +166,42 @@ def test_members_export_and_erasure(api: Api) -> None:
     assert gone not in members(api, "北京")
     cur = api.runtime.events.cursor()
     assert cur.execute("SELECT count(*) FROM segment_membership WHERE person_id = ?", [gone]).fetchone() == (0,)
+
+
+def tag_holders(api: Api, tag: str) -> set[str]:
+    r = api.client.get("/v1/tags", headers=ADMIN)
+    assert r.status_code == 200
+    cur = api.runtime.events.cursor()
+    return {p for (p,) in cur.execute("SELECT person_id FROM tag_state WHERE tag = ?", [tag]).fetchall()}
+
+
+def test_rule_tags_follow_their_expression(api: Api) -> None:
+    api.batch([identify(userId=f"u{i}", traits={"city": "北京" if i < 2 else "上海"}) for i in range(4)])
+    r = post(api, "/v1/tags", {"name": "北京客户", "group": "客户属性", "kind": "rule", "rule": 'city = "北京"'})
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "rule" and r.json()["holders_added"] == 2
+    assert tag_holders(api, "北京客户") == {pid(api, "u0"), pid(api, "u1")}
+    # People cannot tag a rule tag by hand.
+    manual = api.client.put(f"/v1/persons/{pid(api, 'u3')}/tags/北京客户", headers=ADMIN)
+    assert manual.status_code in (409, 422), manual.text
+    api.batch([identify(userId="u0", traits={"city": "上海"}), identify(userId="u3", traits={"city": "北京"})])
+    refreshed = post(api, "/v1/segments/refresh").json()["rule_tags"]
+    assert refreshed == [{"tag": "北京客户", "holders": 2, "added": 1, "removed": 1}]
+    assert tag_holders(api, "北京客户") == {pid(api, "u1"), pid(api, "u3")}
+    assert post(api, "/v1/segments/count", {"expression": 'has tag "北京客户"'}).json() == {"count": 2}
+    # A bad rule is refused with the segment error, and no tag is created.
+    bad = post(api, "/v1/tags", {"name": "坏规则", "group": "客户属性", "kind": "rule", "rule": 'citi = "北京"'})
+    assert bad.status_code == 422 and "city" in bad.json()["error"]["message"]
+    assert "坏规则" not in {t["name"] for t in api.client.get("/v1/tags", headers=ADMIN).json()}
+
+
+def test_tagging_every_member_of_a_segment(api: Api) -> None:
+    api.batch([identify(userId=f"u{i}", traits={"city": "北京" if i < 3 else "上海"}) for i in range(5)])
+    assert post(api, "/v1/tags", {"name": "重点", "group": "跟进状态"}).status_code == 201
+    create(api, "北京", 'city = "北京"')
+    r = post(api, "/v1/segments/北京/tag", {"tag": "重点"})
+    assert r.status_code == 200 and r.json() == {"changed": 3}
+    assert post(api, "/v1/segments/北京/tag", {"tag": "重点"}).json() == {"changed": 0}  # a retry changes nothing
+    assert tag_holders(api, "重点") == {pid(api, f"u{i}") for i in range(3)}
+    assert post(api, "/v1/segments/北京/tag", {"tag": "重点", "remove": True}).json() == {"changed": 3}
+    assert post(api, "/v1/segments/北京/tag", {"tag": "没有这个"}).status_code == 404

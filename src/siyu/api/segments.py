@@ -14,8 +14,10 @@ from siyu.segments.compile import SegmentCompileError
 from siyu.segments.errors import SegmentError
 from siyu.segments.saved import DESCRIPTION_LIMIT, SavedSegmentError
 from siyu.segments.service import SegmentService
+from siyu.segments.tagging import refresh_rule_tags, tag_segment
 
 router = APIRouter(tags=["segments"])
+SegmentName = Annotated[str, Path(min_length=1, max_length=64, description="A saved segment's name.")]
 
 #: Longest expression accepted (the language's own limit is 10,000 characters; JSON is wordier).
 MAX_EXPRESSION = 20_000
@@ -69,7 +71,6 @@ async def segment_members(body: SegmentQuery, _key: AdminKey, runtime: RuntimeDe
 
 
 # -- saved segments ---------------------------------------------------------------------------------
-SegmentName = Annotated[str, Path(min_length=1, max_length=64, description="A saved segment's name.")]
 
 
 class SegmentCreate(SegmentQuery):
@@ -112,10 +113,38 @@ async def segment_create(body: SegmentCreate, _key: AdminKey, runtime: RuntimeDe
 @router.post("/v1/segments/refresh")
 async def segments_refresh(
     _key: AdminKey, runtime: RuntimeDep, full: Annotated[bool, Query(description="Re-evaluate everyone.")] = False
-) -> list[dict[str, Any]]:
-    """Refresh every dynamic segment (incremental where the definitions allow it)."""
-    results = await _call(_service(runtime).saved.refresh, None, full=full)
-    return [_result(r) for r in results]
+) -> dict[str, Any]:
+    """Refresh every dynamic segment (incremental where the definitions allow it), then every rule tag."""
+    svc = _service(runtime)
+    results = await _call(svc.saved.refresh, None, full=full)
+    rules = await _call(refresh_rule_tags, svc)
+    return {
+        "segments": [_result(r) for r in results],
+        "rule_tags": [{"tag": t.tag, "holders": t.holders, "added": t.added, "removed": t.removed} for t in rules],
+    }
+
+
+class SegmentTagging(BaseModel):
+    """Tag every current member of a saved segment (person-level), or untag with ``remove``."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag: Annotated[str, Field(min_length=1, max_length=64)]
+    remove: bool = False
+    reason: Annotated[str | None, Field(max_length=256)] = None
+
+
+@router.post("/v1/segments/{name}/tag")
+async def segment_tag(name: SegmentName, body: SegmentTagging, _key: AdminKey, runtime: RuntimeDep) -> dict[str, int]:
+    """Bulk tagging from a segment; answers how many persons changed (0 when all already held it)."""
+    from siyu.tags.errors import TagError
+
+    try:
+        changed = await _call(
+            tag_segment, _service(runtime), name, body.tag, remove=body.remove, by="api", reason=body.reason
+        )
+    except TagError as exc:
+        raise ApiError(exc.status, "invalid_tag_request", str(exc)) from exc
+    return {"changed": changed}
 
 
 @router.get("/v1/segments/{name}")

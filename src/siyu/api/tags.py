@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from siyu.api.deps import AdminKey, ApiError, RuntimeDep
 from siyu.api.persons import PersonRef, person_id_of
 from siyu.runtime import Runtime
+from siyu.segments.compile import SegmentCompileError
+from siyu.segments.errors import SegmentError
 from siyu.tags.errors import TagError
 from siyu.tags.service import MAX_BULK, TagResult, TagService
 from siyu.tags.targets import Target
@@ -98,10 +100,23 @@ async def tags_list(
 
 @router.post("/v1/tags", status_code=201)
 async def tags_create(body: TagCreate, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
-    """Create a tag."""
-    result: dict[str, Any] = await _call(
-        _svc(runtime).create_tag, body.name, body.group, kind=body.kind, rule=body.rule
-    )
+    """Create a tag. A rule tag (`kind: rule`) needs `rule`, a segment expression: it is validated
+    like any segment, and the tag is filled at once and kept current by `POST /v1/segments/refresh`."""
+    if body.kind == "rule" or body.rule is not None:
+        if not body.rule:
+            raise ApiError(
+                422, "invalid_tag_request", "rule: a rule tag needs a segment expression 规则标签需要人群表达式"
+            )
+        from siyu.segments.tagging import create_rule_tag
+
+        try:
+            filled = await _call(create_rule_tag, runtime.segments(), body.name, body.group, body.rule)
+        except (SegmentError, SegmentCompileError) as exc:
+            detail = exc.to_dict() if isinstance(exc, SegmentError) else {"message": str(exc)}
+            raise ApiError(422, "invalid_segment", str(exc), [detail]) from exc
+        tag = next(t for t in await _call(_svc(runtime).list_tags, body.group) if t["name"] == body.name)
+        return {**tag, "holders_added": filled.added}
+    result: dict[str, Any] = await _call(_svc(runtime).create_tag, body.name, body.group, kind=body.kind)
     return result
 
 

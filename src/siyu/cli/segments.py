@@ -18,6 +18,7 @@ from siyu.segments.compile import SegmentCompileError
 from siyu.segments.errors import SegmentError
 from siyu.segments.saved import SavedSegmentError
 from siyu.segments.service import SegmentService
+from siyu.segments.tagging import refresh_rule_tags, tag_segment
 from siyu.store.events import EventStoreLocked
 
 segment_app = typer.Typer(help="Segments 人群: count and list who an expression selects (docs/segments.md).")
@@ -106,6 +107,7 @@ def refresh(
     """Recompute members; record who entered and exited (segment_entered / segment_exited events)."""
     with _service(ctx) as svc:
         results = svc.saved.refresh(name, full=full)
+        rules = [] if name is not None else refresh_rule_tags(svc)
     rows = [
         {
             "segment_id": r.segment_id,
@@ -118,13 +120,34 @@ def refresh(
         }
         for r in results
     ]
+    tag_rows = [{"tag": t.tag, "holders": t.holders, "added": t.added, "removed": t.removed} for t in rules]
     if as_json:
-        _emit(rows)
+        _emit({"segments": rows, "rule_tags": tag_rows} if name is None else rows)
         return
     for r in rows:
         sys.stdout.write(
             f"{r['segment_id']}: {r['mode']}, {r['members']:,} members (+{r['entered']:,} −{r['exited']:,})\n"
         )
+    for t in tag_rows:
+        sys.stdout.write(f"rule tag {t['tag']}: {t['holders']:,} holders (+{t['added']:,} −{t['removed']:,})\n")
+
+
+@segment_app.command("tag")
+def tag(
+    ctx: typer.Context,
+    segment: Annotated[str, typer.Argument(help="A saved segment.")],
+    tag_name: Annotated[str, typer.Argument(metavar="TAG", help="The tag to add to every member.")],
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the tag from every member instead.")] = False,
+) -> None:
+    """Tag (or untag) every current member of a saved segment, person-level 按人群批量打标签."""
+    from siyu.tags.errors import TagError
+
+    with _service(ctx) as svc:
+        try:
+            changed = tag_segment(svc, segment, tag_name, remove=remove, by="cli")
+        except TagError as exc:
+            _fail(str(exc))
+    sys.stdout.write(f"{'untagged' if remove else 'tagged'} {changed:,} persons\n")
 
 
 @segment_app.command("delete")

@@ -104,9 +104,37 @@ def create(
     name: Annotated[str, typer.Argument(help="Tag name (unique across all groups).")],
     group: Annotated[str, typer.Option(help="The tag group.")],
     kind: Annotated[str, typer.Option(help="manual | event | rule.")] = "manual",
+    rule: Annotated[
+        str | None, typer.Option(help="A rule tag's segment expression: the tag follows it (implies --kind rule).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a tag in a group."""
+    """Create a tag in a group; with --rule, a rule tag filled now and kept current by `siyu segment refresh`."""
+    if rule is not None or kind == "rule":
+        from siyu.segments.compile import SegmentCompileError
+        from siyu.segments.errors import SegmentError
+        from siyu.segments.tagging import create_rule_tag
+
+        if not rule:
+            _fail("--rule: a rule tag needs a segment expression 规则标签需要人群表达式")
+        from siyu.tags.errors import TagError
+
+        try:
+            rt = Runtime.open(ctx.obj)
+        except EventStoreLocked as exc:
+            _fail(str(exc))
+        try:
+            result = create_rule_tag(rt.segments(), name, group, rule)
+        except TagError as exc:
+            _fail(str(exc), exc.errors)
+        except (SegmentError, SegmentCompileError) as exc:
+            _fail(str(exc))
+        finally:
+            rt.close()
+        _emit({"name": name, "group": group, "kind": "rule", "holders": result.holders}) if as_json else out.print(
+            f"created rule tag {name} in {group}: {result.holders} holders"
+        )
+        return
     with _service(ctx) as svc:
         tag = svc.create_tag(name, group, kind=kind)
     _emit(tag) if as_json else out.print(f"created tag {tag['name']} in {tag['group']}")
