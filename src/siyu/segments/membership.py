@@ -16,7 +16,8 @@ A refresh computes the new member set and writes the difference in one DuckDB tr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +89,20 @@ class Membership:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        self._batch: dict[str, Any] | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Refresh several segments in one go: one cursor, and the touched persons' rows copied once
+        per watermark (segments refreshed together share it)."""
+        with self.store.write_lock:
+            cur = self.store.cursor()
+            self._batch = {"cur": cur, "touched": None, "high": None}
+            try:
+                yield
+            finally:
+                self._batch = None
+                cur.close()
 
     def members_table(self, backend: Any, segment_id: str) -> ir.Table:
         """The current members of a segment, as an Ibis table on ``backend``."""
@@ -150,6 +165,9 @@ class Membership:
         has members.
         """
         started = datetime.now(UTC)
+        if self._batch is not None:
+            cur = self._batch["cur"]
+            return self._refresh(cur, segment, tree, ctx, incremental=incremental, static=static, started=started)
         with self.store.write_lock:
             cur = self.store.cursor()
             try:
@@ -174,15 +192,28 @@ class Membership:
         if static and has_members:
             n = self.count(sid)
             return RefreshResult(sid, "static", n, 0, 0, 0)
-        high = cur.execute(
-            "SELECT max(received_at) FROM events WHERE name NOT IN ('segment_entered', 'segment_exited')"
-        ).fetchall()[0][0]
-        high_mark = high.isoformat() if high is not None else "1970-01-01T00:00:00+00:00"
+        high_mark = self._batch["high"] if self._batch is not None else None
+        if high_mark is None:
+            high = cur.execute(
+                "SELECT max(received_at) FROM events WHERE name NOT IN ('segment_entered', 'segment_exited')"
+            ).fetchall()[0][0]
+            high_mark = high.isoformat() if high is not None else "1970-01-01T00:00:00+00:00"
+            if self._batch is not None:
+                self._batch["high"] = high_mark
         backend = ibis.duckdb.from_connection(cur)
         backend.raw_sql(f"SET TimeZone = '{ctx.tz.key}'")
         mode = "incremental" if incremental and has_members else "full"
         if mode == "incremental":
-            evaluated = self._touched(cur, watermark or "")
+            if (
+                self._batch is not None
+                and self._batch["touched"] is not None
+                and self._batch["touched"][0] == watermark
+            ):
+                evaluated = self._batch["touched"][1]
+            else:
+                evaluated = self._touched(cur, watermark or "")
+                if self._batch is not None:
+                    self._batch["touched"] = (watermark, evaluated)
             tables = _touched_tables(backend)
         else:
             evaluated = -1

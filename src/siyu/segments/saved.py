@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select, update
 
 from siyu.segments import find_cycle, parse, referenced_segments, to_text
-from siyu.segments.compile import SegmentCompileError
+from siyu.segments.compile import Context, SegmentCompileError
 from siyu.segments.membership import Membership, RefreshResult, depends_on_now
 from siyu.segments.nodes import Node
 from siyu.store.ops.schema import segments, tags
@@ -172,12 +172,19 @@ class SavedSegments:
         self.service.forget_catalogue()
 
     # -- membership --------------------------------------------------------------------------------
-    def refresh_one(self, seg: dict[str, Any], *, now: datetime | None = None, full: bool = False) -> RefreshResult:
+    def refresh_one(
+        self,
+        seg: dict[str, Any],
+        *,
+        now: datetime | None = None,
+        full: bool = False,
+        definitions: dict[str, Node] | None = None,
+        ctx: Context | None = None,
+    ) -> RefreshResult:
         """Recompute one segment (a static one only when it has no members yet)."""
         tree = parse(seg["expression"])
-        definitions = self.definitions()
-        engine = self.service.engine()
-        ctx = engine.context(now)
+        definitions = definitions if definitions is not None else self.definitions()
+        ctx = ctx or self.service.engine().context(now)
         incremental = not full and not depends_on_now(tree, definitions.get)
         try:
             result = self.membership.refresh(seg, tree, ctx, incremental=incremental, static=seg["kind"] == "static")
@@ -199,8 +206,14 @@ class SavedSegments:
         """Refresh one segment, or every dynamic one (then the rule tags too)."""
         if name is not None:
             return [self.refresh_one(self.get(name), now=now, full=full)]
-        results = [self.refresh_one(seg, now=now, full=full) for seg in self._all() if seg["kind"] == "dynamic"]
-        return results
+        definitions = self.definitions()
+        ctx = self.service.engine().context(now)  # one `now` for every segment of this refresh
+        with self.membership.batch():
+            return [
+                self.refresh_one(seg, full=full, definitions=definitions, ctx=ctx)
+                for seg in self._all()
+                if seg["kind"] == "dynamic"
+            ]
 
     def members(self, name: str) -> list[str]:
         """The current members of a saved segment, sorted."""
