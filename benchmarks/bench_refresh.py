@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-
 from _common import DATA_DIR, fmt_int, fmt_s, print_footer, print_header, ratio, table
 from bench_segments import build
+
 from siyu.config import Settings
 from siyu.runtime import Runtime
 from siyu.store.events import EVENTS_ARROW
