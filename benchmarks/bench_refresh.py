@@ -138,7 +138,8 @@ def main() -> None:
                 [
                     label,
                     fmt_s(took),
-                    f"{modes['incremental']} incremental ({fmt_s(inc)}), {modes['full']} full; {moved:,} entered+exited",
+                    f"{modes['incremental']} incremental ({fmt_s(inc)}), {modes['full']} full; "
+                    f"{moved:,} entered+exited",
                 ]
             )
             if not full:
