@@ -162,6 +162,8 @@ def test_members_export_and_erasure(api: Api) -> None:
     parquet = api.client.get("/v1/segments/北京/members", params={"format": "parquet"}, headers=ADMIN)
     assert parquet.status_code == 200 and parquet.content[:4] == b"PAR1"
     gone = pid(api, "u0")
+    exported = api.client.get(f"/v1/persons/{gone}/export", headers=ADMIN).json()
+    assert [(m["segment"], m["exited_at"]) for m in exported["segment_memberships"]] == [("北京", None)]
     assert api.client.delete(f"/v1/persons/{gone}", headers=ADMIN).status_code == 200
     assert gone not in members(api, "北京")
     cur = api.runtime.events.cursor()

@@ -22,6 +22,7 @@ from siyu.store.ops.schema import (
     person_tags,
     persons,
     relation_tags,
+    segments,
     staff_relations,
     traits,
 )
@@ -207,6 +208,16 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
     orders = _dicts(
         cur, "SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY order_id, version", aliases
     )
+    stays = _dicts(
+        cur,
+        """SELECT segment_id, entered_at, exited_at FROM segment_membership
+           WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY entered_at""",
+        aliases,
+    )
+    with engine.connect() as conn:
+        names = dict(conn.execute(select(segments.c.id, segments.c.name)).all())
+    for stay in stays:
+        stay["segment"] = names.get(stay["segment_id"])
     for row in events:
         row["properties"] = _json(row["properties"])
         row["identities"] = _json(row["identities"])
@@ -217,6 +228,7 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
         "relation_tags": tag_rows,
         "person_tags": own_tags,
         "group_memberships": memberships,
+        "segment_memberships": stays,
         "identity_merges": merges,
         "events": events,
         "orders": orders,
