@@ -7,6 +7,8 @@ ours      siyu.segments.engine.SegmentEngine.count — parse, compile to Ibis, g
           the DuckDB event store (events_resolved, person_state, trait_state). Median of warm runs.
 hand SQL  one hand-written DuckDB query answering the same question on the same connection.
 pandas    the same question in plain pandas on frames already in memory (loading not timed).
+spark     (with --spark) siyu.segments.spark.SparkSegmentEngine.count on local Spark (2 cores) over
+          the store exported to a Parquet lake (export and session start not timed). Median of warm runs.
 
 Data (seeded, built once with DuckDB SQL into benchmarks/.data, reused): persons with first_seen
 spread over two years, 20 events each on average over the last 400 days (5 % favorite), city
@@ -29,6 +31,7 @@ from _common import DATA_DIR, fmt_int, fmt_s, print_footer, print_header, ratio,
 
 from siyu.segments import Catalogue, parse
 from siyu.segments.engine import SegmentEngine
+from siyu.segments.nodes import Node
 from siyu.store.events import EventStore
 from siyu.store.state import TYPED_VALUES
 
@@ -105,6 +108,26 @@ def pandas_count(events: pd.DataFrame, state: pd.DataFrame, traits: pd.DataFrame
     return len(fav & act & city & gender & old)
 
 
+def spark_count(store: EventStore, path: Path, catalogue: Catalogue, tree: Node, runs: int) -> tuple[float, object]:
+    """The segment on local Spark over the store's Parquet lake (exported once, next to the store)."""
+    from siyu.segments.spark import SparkSegmentEngine, export_lake, local_session
+
+    lake = path.with_suffix(".lake")
+    if not lake.exists():
+        t0 = time.perf_counter()
+        export_lake(store, lake)
+        print(f"exported {lake.name} in {fmt_s(time.perf_counter() - t0)}")
+    t0 = time.perf_counter()
+    session = local_session(2, shuffle_partitions=4, app="siyu-bench-segments")
+    session.sparkContext.setLogLevel("ERROR")
+    engine = SparkSegmentEngine(session, lake, catalogue=catalogue, now=lambda: NOW)
+    print(f"Spark session started in {fmt_s(time.perf_counter() - t0)}")
+    try:
+        return timed(lambda: engine.count(tree), runs)
+    finally:
+        session.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--persons", type=int, default=1_000_000)
@@ -112,6 +135,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--skip-pandas", action="store_true")
     parser.add_argument("--layout", choices=["time", "random"], default="time", help="event order on disk")
+    parser.add_argument("--spark", action="store_true", help="also time the segment on local Spark (needs Java)")
     args = parser.parse_args()
     print_header(
         f"Segment count: {fmt_int(args.persons)} persons / {fmt_int(args.events)} events ({args.layout} order)"
@@ -141,8 +165,15 @@ def main() -> None:
         traits = cur.execute("SELECT person_id, key, value FROM trait_state").df()
         slow, n_pandas = timed(lambda: pandas_count(events, state, traits), 1)
         rows.append(["plain pandas (frames in memory)", fmt_s(slow), n_pandas, ratio(slow, ours) + " (pandas/ours)"])
+    n_spark = None
+    if args.spark:
+        spark, n_spark = spark_count(store, path, catalogue, tree, args.runs)
+        rows.append(
+            ["siyu on local Spark (Parquet lake, warm)", fmt_s(spark), n_spark, ratio(spark, ours) + " (spark/ours)"]
+        )
     print(table(["", "median time", "count", "ratio"], rows))
     assert n_ours == n_hand, "the engine and the hand-written SQL disagree"
+    assert n_spark in (None, n_ours), "Spark and DuckDB disagree"
     print_footer()
 
 

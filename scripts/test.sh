@@ -13,7 +13,7 @@ bash scripts/pg.sh start "$pgdir" "$port"
 trap 'bash scripts/pg.sh stop "$pgdir"' EXIT
 export SIYU_TEST_PG_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
 set +e
-.venv/bin/python -m pytest -n 2 "$@"
+.venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi

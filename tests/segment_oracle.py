@@ -30,6 +30,7 @@ import calendar
 import json
 import math
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -233,8 +234,14 @@ class _Moment:
     end: pd.Timestamp | None = None
 
 
+_ISO_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?", re.ASCII)
+
+
 def parse_instant(text: str, tz: ZoneInfo) -> pd.Timestamp | None:
-    """An ISO-8601 string as a UTC instant (no offset: ``tz``); None if it is not one."""
+    """An ISO-8601 string as a UTC instant (no offset: ``tz``); None if it is not one (of the
+    documented shape: date, optional time to microseconds, optional ``Z`` or ``±hh:mm``)."""
+    if not _ISO_SHAPE.fullmatch(text):
+        return None
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

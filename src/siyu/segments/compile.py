@@ -47,6 +47,12 @@ from siyu.segments.nodes import (
 )
 from siyu.segments.validate import Catalogue
 
+#: The ISO-8601 shape a ``datetime`` property or trait must have (as date literals do); no
+#: backslashes, so the pattern reads the same in every engine's SQL string literals.
+ISO_DATETIME = (
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
+
 #: Statuses of an order that was never paid (it does not count as a paid order).
 UNPAID = ("created", "cancelled")
 
@@ -167,7 +173,10 @@ def _typed(json: ir.JSONValue, kind: str) -> ir.Value:
     if kind == "boolean":
         return json.bool
     if kind == "datetime":
-        return json.str.try_cast("timestamp('UTC')")
+        text = json.str
+        # Only the ISO shape literals have (nodes.AbsoluteDate): engines' casts accept other shapes
+        # differently (Spark reads "2026" and "2026-01", DuckDB "2026-1-1"), and the meaning is one.
+        return ibis.ifelse(text.re_search(ISO_DATETIME), text, ibis.null("string")).try_cast("timestamp('UTC')")
     return json.array
 
 
