@@ -612,34 +612,40 @@ class _Job:
         ids = ", ".join(f"f._{r}" for r in self.present)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _orows AS
             SELECT f.*, d.version, d.prev_status, d.was_paid, d.old_refund, coalesce(f._paid, f._upd) AS _seen,
-                   dense_rank() OVER (ORDER BY {ids}) AS _combo
+                   dense_rank() OVER (ORDER BY f._chunk, {ids}) AS _combo
             FROM _fresh f JOIN _decided d USING (_seq) WHERE d.fate = 'new'""")
+        # As the row path: each chunk its own resolution, in (updated_at, row) order within it.
         combos = con.execute(f"""SELECT _combo, {", ".join(f"_{r}" for r in self.present)},
-                arg_min(_seen, _seq) AS at, min(_seen) AS lo, max(_seen) AS hi, arg_min(_oid, _seq) AS oid
+                arg_min(_seen, _seq) AS at, min(_seen) AS lo, max(_seen) AS hi, arg_min(_oid, _seq) AS oid, _chunk
             FROM _orows GROUP BY ALL ORDER BY min(_seq)""").fetchall()
-        sightings: list[Sighting] = []
-        owners: list[int | None] = []
+        by_chunk: dict[int, tuple[list[Sighting], list[int | None]]] = {}
         rules = self.ingestor.rules
         for combo, *rest in combos:
-            values, (at, lo, hi, first_oid) = rest[: len(self.present)], rest[len(self.present) :]
+            values, (at, lo, hi, first_oid, chunk) = rest[: len(self.present)], rest[len(self.present) :]
             keys = rules.sort(self._keys(values))
+            sightings, owned = by_chunk.setdefault(chunk, ([], []))
             sightings.append(Sighting(keys, at, hi, f"order:{first_oid}"))
-            owners.append(combo)
+            owned.append(combo)
             if lo < at:
                 sightings.append(Sighting(keys, lo, lo, f"order:{first_oid}"))
-                owners.append(None)
+                owned.append(None)
         self.timer.lap("combos")
+        owners: list[int | None] = []
+        resolved: list[str] = []
         with self.ingestor.engine.begin() as conn:
-            resolution = resolve_sightings(
-                conn,
-                rules,
-                sightings,
-                trait_strategies=self.settings.trait_strategies,
-                now=self.now,
-                make_id=self.ingestor.make_id,
-            )
-        result.count(resolution)
-        people = [(c, p) for c, p in zip(owners, resolution.people, strict=True) if c is not None]
+            for sightings, owned in by_chunk.values():
+                resolution = resolve_sightings(
+                    conn,
+                    rules,
+                    sightings,
+                    trait_strategies=self.settings.trait_strategies,
+                    now=self.now,
+                    make_id=self.ingestor.make_id,
+                )
+                result.count(resolution)
+                owners += owned
+                resolved += resolution.people
+        people = [(c, p) for c, p in zip(owners, resolved, strict=True) if c is not None]
         keyed = [rules.sort(self._keys(rest[: len(self.present)])) for _, *rest in combos]
         con.register(
             "_people",
