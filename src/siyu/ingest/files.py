@@ -214,8 +214,9 @@ def import_file(
 ) -> ImportReport:
     """Import one file; returns counts and where the rejects went.
 
-    Flat Parquet event files take the vectorised path (:mod:`siyu.ingest.bulk`) unless
-    ``vectorised`` is False; everything else is checked row by row.
+    Flat Parquet event files take the vectorised path (:mod:`siyu.ingest.bulk`), flat Parquet
+    customer and order files the columnar one (:mod:`siyu.ingest.columnar`), unless ``vectorised``
+    is False; everything else is checked row by row.
     """
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
@@ -232,6 +233,17 @@ def import_file(
         fast = import_parquet_events(ingestor, path, source=source, progress=progress)
         if fast is not None:
             report.result, report.rejected, rejects = fast
+            report.rows = count_rows(path)
+            _write_rejects(rejects_path, rejects, report)
+            return report
+    if vectorised and fmt == "parquet" and kind in ("customers", "orders"):
+        from siyu.ingest.columnar import import_parquet_columnar
+
+        columnar = import_parquet_columnar(
+            ingestor, path, kind, source=source, chunk_rows=chunk_rows, progress=progress
+        )
+        if columnar is not None:
+            report.result, report.rejected, rejects = columnar
             report.rows = count_rows(path)
             _write_rejects(rejects_path, rejects, report)
             return report

@@ -1,0 +1,740 @@
+"""Columnar import paths for flat Parquet *customer* (identify) and *order* files (decision 011).
+
+The same contract as :mod:`siyu.ingest.bulk` for events: the store after a columnar import is the
+store the row path (:func:`siyu.ingest.files.import_file` with ``vectorised=False``) leaves for
+the same file, down to :func:`siyu.store.fingerprint.store_fingerprint`.
+
+How exactness is kept without a second copy of every Pydantic rule:
+
+* **Checks.** DuckDB evaluates, column-wise, a *suspect* flag per row that is true whenever the
+  row path could reject the row (a missing or over-long field, an out-of-range number, a bad
+  identity, a timestamp out of range, …). Only suspect rows go through the row path's own
+  :class:`~siyu.ingest.validate.Validator`, which gives the rejects their exact fields and reasons.
+  A suspect row that the validator accepts means the flags were too wide for this file: the
+  whole file then takes the row path (never seen on real files, but always correct).
+* **Chunks.** The row path stores a file in chunks of ``chunk_rows`` rows, each its own batch, and
+  some outcomes depend on that: a trait changed in two chunks writes two ``trait_changed``
+  changes; orders are sorted by ``updated_at`` within a chunk. These paths reproduce the chunks:
+  identify rows are resolved and their traits applied chunk by chunk (the identity graph once per
+  distinct identity combination of a chunk), orders are taken in (chunk, updated_at, row) order.
+* **The rest is set-based**: dedupe, order versions (a Python pass only over orders that occur
+  more than once in the file), content hashes, the order events and their ids, and inserts, all
+  in DuckDB; new persons and identities through :func:`~siyu.identity.resolve.resolve_sightings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from siyu.identity.normalize import IdentityValueError
+from siyu.identity.resolve import Sighting, resolve_sightings
+from siyu.identity.traits import TraitUpdate, apply_trait_updates
+from siyu.ingest.bulk import _datetimes, _lit, _q, _scalar, _Timer
+from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
+from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
+from siyu.ingest.validate import EARLIEST, Checked
+from siyu.perf import gc_paused
+from siyu.store.events import EVENTS_ARROW
+from siyu.store.feed import apply_changes
+from siyu.store.state import fold_seen
+
+log = logging.getLogger("siyu.ingest.bulk")
+
+_ALIASES = {"messageId": "message_id", "userId": "user_id", "anonymousId": "anonymous_id"}
+_ID_ROLES = (*IDENTITY_COLUMNS, "user_id", "anonymous_id")
+# Python's str.strip() removes these besides the space DuckDB's trim() removes.
+_WS = r"[\t\n\x0b\x0c\r\x1c-\x1f\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+_CONTROL = r"[\x00-\x1f\x7f]"
+_EMAIL_RE = r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$"
+_STATUSES = ("created", "paid", "shipped", "completed", "refunded", "partially_refunded", "cancelled")
+_ITEM_FIELDS = {"sku", "category", "quantity", "price_fen"}
+_NOT_TRAITS = {
+    "type", "event", "event_name", "previousId", "previous_id", "properties", "traits",
+    "identities", "context", "integrations", "sentAt", "originalTimestamp", "channel",
+}  # fmt: skip
+_UUID_NS = "5b3f1c2e8a4d4c1e9b7a2f6d0e9c8a11"  # siyu.ids._NAMESPACE
+
+Outcome = tuple[IngestResult, int, list[bytes]]
+
+
+class _Fallback(Exception):
+    """The file needs the row path after all (raised before anything is written)."""
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _is_utc(t: pa.DataType) -> bool:
+    return bool(pa.types.is_timestamp(t) and t.tz in ("UTC", "utc", "Etc/UTC", "+00:00", "Z"))
+
+
+def _plan(kind: Kind, schema: pa.Schema) -> dict[str, str] | None:
+    """Column → role for a file this path can take, else None."""
+    roles: dict[str, str] = {}
+    for f in schema:
+        name = _ALIASES.get(f.name, f.name)
+        if name in roles.values():
+            return None
+        t = f.type
+        if name in _ID_ROLES:
+            if not (_is_text(t) or (pa.types.is_integer(t) and name not in ("user_id", "anonymous_id"))):
+                return None
+        elif kind == "customers":
+            if name == "message_id":
+                if not _is_text(t):
+                    return None
+            elif name == "timestamp":
+                if not _is_utc(t):
+                    return None
+            elif (
+                name in _NOT_TRAITS
+                or not (1 <= len(name) <= 128 and "\x00" not in name)
+                or name.startswith("_")
+                or not (_is_text(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))
+            ):
+                return None  # a message field, a key the row path rejects, or a nested value
+        else:  # orders
+            if name in ("order_id", "status", "channel"):
+                if not _is_text(t):
+                    return None
+            elif name in ("paid_at", "updated_at"):
+                if not _is_utc(t):
+                    return None
+            elif name in ("amount_fen", "discount_fen", "refund_fen"):
+                if not pa.types.is_integer(t):
+                    return None
+            elif name == "items":
+                if not _items_type(t):
+                    return None
+            else:
+                return None  # the row path rejects an unknown column by its name
+        roles[f.name] = name
+    needed = ("message_id",) if kind == "customers" else ("order_id", "status", "amount_fen")
+    if any(n not in roles.values() for n in needed):
+        return None
+    return roles
+
+
+def _items_type(t: pa.DataType) -> bool:
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_struct(t.value_type):
+        return False
+    fields = {f.name: f.type for f in t.value_type}
+    if not set(fields) <= _ITEM_FIELDS or not {"sku", "quantity", "price_fen"} <= set(fields):
+        return False
+    return all(_is_text(fields[n]) if n in ("sku", "category") else pa.types.is_integer(fields[n]) for n in fields)
+
+
+def import_parquet_columnar(
+    ingestor: Ingestor,
+    path: Path,
+    kind: Kind,
+    *,
+    source: str,
+    chunk_rows: int,
+    progress: Callable[[int], None] | None = None,
+) -> Outcome | None:
+    """Import a flat Parquet customers or orders file; (result, rejected, reject lines), or None
+    when the file needs the row path."""
+    if kind not in ("customers", "orders") or ingestor.settings.tracking_plan_mode == "strict":
+        return None
+    schema = pq.read_schema(path)
+    roles = _plan(kind, schema)
+    if roles is None:
+        return None
+    with ingestor.events.write_lock, gc_paused():
+        con = ingestor.events.con
+        try:
+            job = _Job(ingestor, path, roles, source, chunk_rows)
+            if kind == "customers":
+                return job.customers(progress)
+            return job.orders(progress)
+        except _Fallback as exc:
+            log.info("columnar import of %s falls back to the row path: %s", path.name, exc)
+            return None
+        finally:
+            for view in ("_src", "_phones", "_people", "_decided", "_orows"):
+                con.unregister(view)
+            for table in ("_chk", "_fresh", "_latest", "_orows", "_orows2", "_oev"):
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+class _Job:
+    def __init__(self, ingestor: Ingestor, path: Path, roles: dict[str, str], source: str, chunk_rows: int) -> None:
+        self.ingestor = ingestor
+        self.settings = ingestor.settings
+        self.store = ingestor.events
+        self.con = ingestor.events.con
+        self.path = path
+        self.table = pq.read_table(path)
+        self.by_role = {role: col for col, role in roles.items()}
+        self.roles = roles
+        self.source = source
+        self.chunk_rows = max(1, chunk_rows)
+        self.now = ingestor.now()
+        self.timer = _Timer()
+        self.present = [r for r in self.settings.identity_priority if r in self.by_role]
+        self.con.register("_src", self.table)
+
+    # -- shared pieces -------------------------------------------------------------------------
+    def _col(self, role: str) -> str:
+        return _q(self.by_role[role])
+
+    def _identities(self) -> tuple[str, str, list[str]]:
+        """(select list of cleaned ``_<role>`` columns, join of the phone table, suspect checks)."""
+        screen = self.ingestor.validator.screen
+        blocked = ", ".join(_lit(v) for v in sorted(screen.blocked)) or "NULL"
+        longest = max((len(v) for v in screen.blocked), default=0)
+
+        def raw(role: str) -> str:
+            text = f"trim(CAST({self._col(role)} AS VARCHAR))"
+            return (
+                f"(CASE WHEN {text} = '' OR (length({text}) <= {longest} AND lower({text}) IN ({blocked})) "
+                f"THEN NULL ELSE {text} END)"
+            )
+
+        phones: dict[str, list[Any]] = {"raw": [], "norm": [], "bad": []}
+        if "phone" in self.by_role:
+            rows = self.con.execute(f"SELECT DISTINCT {raw('phone')} AS p FROM _src WHERE p IS NOT NULL").fetchall()
+            for (value,) in rows:
+                try:
+                    norm, bad = screen.clean("phone", value), False
+                except IdentityValueError:
+                    norm, bad = None, True
+                phones["raw"].append(value)
+                phones["norm"].append(norm)
+                phones["bad"].append(bad)
+        self.con.register(
+            "_phones",
+            pa.table(phones, schema=pa.schema([("raw", pa.string()), ("norm", pa.string()), ("bad", pa.bool_())])),
+        )
+        cols: list[str] = []
+        checks: list[str] = []
+        for role in self.present:
+            r = raw(role)
+            if role == "phone":
+                cols.append(f"(SELECT p.norm FROM _phones p WHERE p.raw = {r}) AS _phone")
+                checks.append(f"coalesce((SELECT p.bad FROM _phones p WHERE p.raw = {r}), false)")
+            elif role == "email":
+                cols.append(f"lower({r}) AS _email")
+                checks.append(f"NOT regexp_full_match(lower({r}), {_lit(_EMAIL_RE)})")
+            else:
+                cols.append(f"{r} AS _{role}")
+            # over-long or control characters; edges Python's strip() would also remove
+            checks.append(f"length({r}) > 128")
+            checks.append(f"regexp_matches({r}, {_lit(_CONTROL)})")
+            checks.append(f"regexp_matches(CAST({self._col(role)} AS VARCHAR), {_lit('^' + _WS + '|' + _WS + '$')})")
+        return ", ".join(cols), "", checks
+
+    def _no_identity(self) -> str:
+        if not self.present:
+            return "true"
+        return "coalesce(" + ", ".join(f"_{r}" for r in self.present) + ") IS NULL"
+
+    def _ts_checks(self, expr: str) -> list[str]:
+        latest = self.now + timedelta(seconds=self.settings.max_future_seconds)
+        return [f"{expr} < TIMESTAMPTZ '{EARLIEST.isoformat()}'", f"{expr} > TIMESTAMPTZ '{latest.isoformat()}'"]
+
+    def _size_check(self) -> str:
+        """Rows that might exceed ``max_message_bytes`` (a generous over-estimate of their JSON)."""
+        parts = []
+        for col, role in self.roles.items():
+            t = self.table.schema.field(col).type
+            if _is_text(t):
+                parts.append(f"coalesce({_json_bytes(_q(col))}, 0)")
+            elif role == "items":
+                item = f"{_json_bytes('x.sku')} + coalesce({_json_bytes('x.category')}, 0) + 120"
+                parts.append(f"coalesce(list_sum(list_transform({_q(col)}, lambda x: {item})), 0)")
+            parts.append(str(len(col) + 40))
+        return f"({' + '.join(parts) or '0'}) > {self.settings.max_message_bytes}"
+
+    def _reject_suspects(self, kind: Kind) -> tuple[list[bytes], int]:
+        """Check the suspect rows with the row path's validator; their reject lines."""
+        rows = [r[0] for r in self.con.execute("SELECT _row FROM _chk WHERE _suspect ORDER BY _row").fetchall()]
+        if not rows:
+            return [], 0
+        records = self.table.take(pa.array([r - 1 for r in rows], pa.int64())).to_pylist()
+        raws = [to_message(kind, {k: v for k, v in rec.items() if v is not None}, flat=True) for rec in records]
+        checked: Checked = (
+            self.ingestor.validator.orders(raws) if kind == "orders" else self.ingestor.validator.messages(raws)
+        )
+        bad: dict[int, list[Any]] = {}
+        for err in checked.errors:
+            bad.setdefault(err.index, []).append(err)
+        if len(bad) < len(rows):
+            raise _Fallback(f"{len(rows) - len(bad)} suspect rows are valid")
+        rejects = [
+            orjson.dumps(
+                {
+                    "line": rows[i],
+                    "errors": [{"field": e.field, "reason": e.reason} for e in errors],
+                    "record": raws[i],
+                },
+                default=str,
+            )
+            for i, errors in sorted(bad.items())
+        ]
+        return rejects, len(rows)
+
+    def _keys(self, values: Sequence[str | None]) -> list[tuple[str, str]]:
+        return [(r, v) for r, v in zip(self.present, values, strict=True) if v is not None]
+
+    # -- customers -----------------------------------------------------------------------------
+    def customers(self, progress: Callable[[int], None] | None) -> Outcome:
+        settings, con = self.settings, self.con
+        traits = [col for col, role in self.roles.items() if role not in ("message_id", "timestamp", *_ID_ROLES)]
+        types = {f.name: f.type for f in self.table.schema}
+        id_cols, _, checks = self._identities()
+        ts = (
+            f"coalesce({self._col('timestamp')}, TIMESTAMPTZ '{self.now.isoformat()}')"
+            if "timestamp" in self.by_role
+            else f"TIMESTAMPTZ '{self.now.isoformat()}'"
+        )
+        mid = self._col("message_id")
+        if _scalar(con, f"SELECT count(*) FROM _src WHERE {mid} IS NULL"):
+            raise _Fallback("rows without a messageId get a content id")
+        checks += [f"{mid} = ''", f"length({mid}) > 128", f"regexp_matches({mid}, {_lit(_CONTROL)})"]
+        checks += self._ts_checks(ts)
+        max_chars = settings.max_string_chars
+        digits: list[str] = []
+        for c in traits:
+            t = types[c]
+            if pa.types.is_floating(t):
+                checks.append(f"NOT isfinite({_q(c)})")
+            elif pa.types.is_uint64(t):
+                checks.append(f"{_q(c)} >= 9223372036854775808")
+            elif _is_text(t):
+                checks.append(f"length({_q(c)}) > {max_chars}")
+                checks.append(f"contains({_q(c)}, chr(0))")
+                # str.isdigit() accepts digits beyond ASCII; those (and int()'s view of them) stay with the row path
+                digits.append(
+                    f"(regexp_full_match({_q(c)}, '\\pN{{1,15}}') AND NOT regexp_full_match({_q(c)}, '[0-9]+'))"
+                )
+        if digits and _scalar(con, f"SELECT count(*) FROM _src WHERE {' OR '.join(digits)}"):
+            raise _Fallback("digits other than 0-9 in a text trait")
+        checks.append(self._size_check())
+        suspect = " OR ".join(f"coalesce({c}, false)" for c in checks) or "false"
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _chk AS
+            SELECT * EXCLUDE (_s0), _s0 OR {self._no_identity()} AS _suspect FROM (
+                SELECT _row, {mid} AS _mid, {ts} AS _ts, ({suspect}) AS _s0{", " + id_cols if id_cols else ""}
+                       {"".join(", " + _q(c) for c in traits)}
+                FROM (SELECT *, row_number() OVER () AS _row FROM _src))""")
+        self.timer.lap("read+check")
+        rejects, rejected = self._reject_suspects("customers")
+        self.timer.lap("suspects")
+
+        # Dedupe: the first row of each messageId, none already stored.
+        con.execute("""CREATE OR REPLACE TEMP TABLE _fresh AS
+            SELECT * FROM _chk WHERE NOT _suspect
+            QUALIFY row_number() OVER (PARTITION BY _mid ORDER BY _row) = 1""")
+        valid = _scalar(con, "SELECT count(*) FROM _chk WHERE NOT _suspect")
+        if _scalar(con, "SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1)"):
+            con.execute("DELETE FROM _fresh WHERE _mid IN (SELECT event_id FROM events)")
+        fresh = _scalar(con, "SELECT count(*) FROM _fresh")
+        result = IngestResult(duplicates=valid - fresh)
+        self.timer.lap("dedupe")
+        if progress:
+            progress(rejected + result.duplicates)
+        if not fresh:
+            return result, rejected, rejects
+
+        cols = ["_row", "_mid", "_ts", *(f"_{r}" for r in self.present), *traits]
+        data = con.sql(f"SELECT {', '.join(_q(c) for c in cols)} FROM _fresh ORDER BY _row").to_arrow_table()
+        rows = data.column("_row").to_pylist()
+        mids = data.column("_mid").to_pylist()
+        stamps = _datetimes(data.column("_ts"))
+        idvals = list(zip(*(data.column(f"_{r}").to_pylist() for r in self.present), strict=True))
+        tvals = [
+            [_scalar_value(v) for v in data.column(c).to_pylist()] if _is_text(types[c]) else data.column(c).to_pylist()
+            for c in traits
+        ]
+        self.timer.lap("fetch")
+        people: list[str] = [""] * len(rows)
+        strategies = settings.trait_strategies
+        rules = self.ingestor.rules
+        with self.ingestor.engine.begin() as conn:
+            start = 0
+            while start < len(rows):
+                chunk = (rows[start] - 1) // self.chunk_rows
+                end = start
+                while end < len(rows) and (rows[end] - 1) // self.chunk_rows == chunk:
+                    end += 1
+                # One sighting per distinct identity combination, in order of first appearance,
+                # at that first row's time; a second one widens the span to the earliest row.
+                combos: dict[tuple[Any, ...], list[Any]] = {}
+                for i in range(start, end):
+                    combo = combos.get(idvals[i])
+                    if combo is None:
+                        combos[idvals[i]] = [stamps[i], stamps[i], stamps[i], mids[i], [i]]
+                    else:
+                        combo[1] = min(combo[1], stamps[i])
+                        combo[2] = max(combo[2], stamps[i])
+                        combo[4].append(i)
+                sightings: list[Sighting] = []
+                owners: list[list[int]] = []
+                for key, (at, lo, hi, first_mid, members) in combos.items():
+                    keys = rules.sort(self._keys(key))
+                    sightings.append(Sighting(keys, at, hi, first_mid))
+                    owners.append(members)
+                    if lo < at:
+                        sightings.append(Sighting(keys, lo, lo, first_mid))
+                        owners.append([])
+                resolution = resolve_sightings(
+                    conn, rules, sightings, trait_strategies=strategies, now=self.now, make_id=self.ingestor.make_id
+                )
+                for person, members in zip(resolution.people, owners, strict=True):
+                    for i in members:
+                        people[i] = person
+                result.count(resolution)
+                updates: list[TraitUpdate] = [
+                    (people[i], key, col[i], stamps[i], mids[i])
+                    for i in range(start, end)
+                    for key, col in zip(traits, tvals, strict=True)
+                    if col[i] is not None
+                ]
+                result.traits_changed += apply_trait_updates(conn, updates, strategies)
+                start = end
+        self.timer.lap("identity graph + traits (ops)")
+
+        keys_json: dict[tuple[Any, ...], tuple[str, str, str]] = {}
+        id_type, id_value, identities, props = [], [], [], []
+        for i in range(len(rows)):
+            k = keys_json.get(idvals[i])
+            if k is None:
+                keys = rules.sort(self._keys(idvals[i]))
+                k = keys_json[idvals[i]] = (keys[0][0], keys[0][1], orjson.dumps(keys).decode())
+            id_type.append(k[0])
+            id_value.append(k[1])
+            identities.append(k[2])
+            props.append(
+                orjson.dumps(
+                    {"traits": {key: col[i] for key, col in zip(traits, tvals, strict=True) if col[i] is not None}}
+                ).decode()
+            )
+        n = len(rows)
+        table = pa.table(
+            {
+                "event_id": data.column("_mid"),
+                "person_id": pa.array(people, pa.string()),
+                "identity_type": pa.array(id_type, pa.string()),
+                "identity_value": pa.array(id_value, pa.string()),
+                "identities": pa.array(identities, pa.string()),
+                "message_type": pa.array(["identify"] * n, pa.string()),
+                "name": pa.array(["$identify"] * n, pa.string()),
+                "ts": data.column("_ts").cast(pa.timestamp("us", tz="UTC")),
+                "properties": pa.array(props, pa.string()),
+                "source": pa.array([self.source] * n, pa.string()),
+                "received_at": pa.array([self.now] * n, pa.timestamp("us", tz="UTC")),
+            },
+            schema=EVENTS_ARROW,
+        )
+        self.timer.lap("event table")
+        with self.store.transaction() as tx:
+            self.store.append_events(tx, table)
+            apply_changes(self.ingestor.engine, self.store, tx)
+        self.timer.lap("events insert + change feed")
+        self.ingestor.after_commit(table)
+        result.accepted = n
+        if progress:
+            progress(n)
+        return result, rejected, rejects
+
+    # -- orders --------------------------------------------------------------------------------
+    def orders(self, progress: Callable[[int], None] | None) -> Outcome:
+        con = self.con
+        has = self.by_role.__contains__
+        id_cols, _, checks = self._identities()
+        oid, status, amount = self._col("order_id"), self._col("status"), self._col("amount_fen")
+        discount = self._col("discount_fen") if has("discount_fen") else "NULL::BIGINT"
+        refund = self._col("refund_fen") if has("refund_fen") else "NULL::BIGINT"
+        paid_at = self._col("paid_at") if has("paid_at") else "NULL::TIMESTAMPTZ"
+        upd = self._col("updated_at") if has("updated_at") else "NULL::TIMESTAMPTZ"
+        channel = self._col("channel") if has("channel") else "NULL::VARCHAR"
+        items = self._col("items") if has("items") else "NULL"
+        item_type = self.table.schema.field(self.by_role["items"]).type.value_type if has("items") else None
+        category = "x.category" if item_type is not None and "category" in item_type.names else "NULL::VARCHAR"
+        paid_set = ", ".join(_lit(s) for s in sorted(PAID_STATUSES))
+        big = 10**12
+        checks += [
+            f"{oid} IS NULL OR {oid} = '' OR length({oid}) > 64 OR regexp_matches({oid}, {_lit(_CONTROL)})",
+            f"{status} IS NULL OR {status} NOT IN ({', '.join(_lit(s) for s in _STATUSES)})",
+            f"{amount} IS NULL OR {amount} < 0 OR {amount} > {big}",
+            f"{discount} < 0 OR {discount} > {big} OR {refund} < 0 OR {refund} > {big}",
+            f"coalesce({refund}, 0) > {amount}",
+            f"{status} IN ({paid_set}) AND {paid_at} IS NULL",
+            f"{status} = 'refunded' AND coalesce({refund}, 0) = 0",
+            f"length({channel}) > 64 OR regexp_matches({channel}, {_lit(_CONTROL)})",
+            *self._ts_checks(paid_at),
+            *self._ts_checks(upd),
+            self._size_check(),
+        ]
+        if item_type is not None:
+            checks.append(f"len({items}) > 500")
+            checks.append(
+                f"list_bool_or(list_transform({items}, lambda x: x IS NULL OR x.sku IS NULL OR x.sku = '' "
+                f"OR length(x.sku) > 64 OR regexp_matches(x.sku, {_lit(_CONTROL)}) "
+                f"OR length({category}) > 64 OR regexp_matches({category}, {_lit(_CONTROL)}) "
+                "OR x.quantity IS NULL OR x.quantity < 1 OR x.quantity > 100000 "
+                f"OR x.price_fen IS NULL OR x.price_fen < 0 OR x.price_fen > {10**10}))"
+            )
+        suspect = " OR ".join(f"coalesce({c}, false)" for c in checks)
+        now = f"TIMESTAMPTZ '{self.now.isoformat()}'"
+        items_norm = (
+            f"coalesce(list_transform({items}, lambda x: {{'sku': x.sku, 'category': {category}, "
+            "'quantity': x.quantity::INTEGER, 'price_fen': x.price_fen::BIGINT}), [])"
+            if item_type is not None
+            else "[]::STRUCT(sku VARCHAR, category VARCHAR, quantity INTEGER, price_fen BIGINT)[]"
+        )
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _chk AS
+            SELECT * EXCLUDE (_s0), _s0 OR {self._no_identity()} AS _suspect,
+                   coalesce(_upd_raw, _paid, {now}) AS _upd
+            FROM (SELECT _row, (_row - 1) // {self.chunk_rows} AS _chunk, {oid} AS _oid, {status} AS _status,
+                         {paid_at}::TIMESTAMPTZ AS _paid, {upd}::TIMESTAMPTZ AS _upd_raw,
+                         {amount}::BIGINT AS _amount, coalesce({discount}, 0)::BIGINT AS _discount,
+                         coalesce({refund}, 0)::BIGINT AS _refund, {channel} AS _channel,
+                         {items_norm} AS _items, ({suspect}) AS _s0{", " + id_cols if id_cols else ""}
+                  FROM (SELECT *, row_number() OVER () AS _row FROM _src))""")
+        self.timer.lap("read+check")
+        rejects, rejected = self._reject_suspects("orders")
+        self.timer.lap("suspects")
+
+        # The row path's content hash: sha256 of the order's JSON (keys sorted), its first 32 hex digits.
+        def iso(col: str) -> str:
+            return (
+                f"CASE WHEN {col} IS NULL THEN 'null' ELSE '\"' || strftime({col}, '%Y-%m-%dT%H:%M:%S') || "
+                f"CASE WHEN epoch_us({col}) % 1000000 = 0 THEN '' "
+                f"ELSE '.' || lpad((epoch_us({col}) % 1000000)::VARCHAR, 6, '0') END || '+00:00\"' END"
+            )
+
+        def text(col: str) -> str:
+            return f"coalesce('\"' || replace(replace({col}, '\\', '\\\\'), '\"', '\\\"') || '\"', 'null')"
+
+        item_json = (
+            "'{\"category\":' || " + text("x.category") + " || ',\"price_fen\":' || x.price_fen || "
+            "',\"quantity\":' || x.quantity || ',\"sku\":' || " + text("x.sku") + " || '}'"
+        )
+        body = (
+            "'{\"amount_fen\":' || _amount || ',\"channel\":' || " + text("_channel") + " || "
+            "',\"discount_fen\":' || _discount || ',\"items\":[' || "
+            f"array_to_string(list_transform(_items, lambda x: {item_json}), ',') || "
+            "'],\"order_id\":' || " + text("_oid") + " || ',\"paid_at\":' || " + iso("_paid") + " || "
+            "',\"refund_fen\":' || _refund || ',\"status\":' || " + text("_status") + " || "
+            "',\"updated_at\":' || " + iso("_upd_raw") + " || '}'"
+        )
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _fresh AS
+            SELECT *, left(sha256({body}), 32) AS _hash,
+                   row_number() OVER (ORDER BY _chunk, _upd, _row) AS _seq,
+                   count(*) OVER (PARTITION BY _oid) AS _copies
+            FROM _chk WHERE NOT _suspect""")
+        self.timer.lap("content hash")
+        valid = _scalar(con, "SELECT count(*) FROM _fresh")
+        # Versions: each row against the order's latest state, stored or earlier in the file.
+        con.execute("""CREATE OR REPLACE TEMP TABLE _latest AS
+            SELECT o.order_id, o.version, o.status, o.updated_at, o.content_hash, o.refund_fen
+            FROM orders o WHERE o.order_id IN (SELECT _oid FROM _fresh)
+            QUALIFY row_number() OVER (PARTITION BY o.order_id ORDER BY o.version DESC) = 1""")
+        single = con.sql(f"""SELECT f._seq,
+                CASE WHEN l.order_id IS NULL THEN 'new' WHEN l.content_hash = f._hash THEN 'duplicate'
+                     WHEN l.updated_at > f._upd THEN 'stale' ELSE 'new' END AS fate,
+                coalesce(l.version, 0) + 1 AS version, l.status AS prev_status,
+                coalesce(l.status IN ({paid_set}), false) AS was_paid, coalesce(l.refund_fen, 0) AS old_refund
+            FROM _fresh f LEFT JOIN _latest l ON l.order_id = f._oid WHERE f._copies = 1""").to_arrow_table()
+        decided: dict[str, list[Any]] = {
+            "_seq": single.column("_seq").to_pylist(),
+            "fate": single.column("fate").to_pylist(),
+            "version": single.column("version").to_pylist(),
+            "prev_status": single.column("prev_status").to_pylist(),
+            "was_paid": single.column("was_paid").to_pylist(),
+            "old_refund": single.column("old_refund").to_pylist(),
+        }
+        many = con.execute("""SELECT f._seq, f._oid, f._hash, f._upd, f._status, f._refund,
+                l.version, l.status, l.updated_at, l.content_hash, l.refund_fen
+            FROM _fresh f LEFT JOIN _latest l ON l.order_id = f._oid WHERE f._copies > 1 ORDER BY f._seq""").fetchall()
+        state: dict[str, tuple[int, str | None, datetime, str, int, bool]] = {}
+        for seq, order_id, content, updated, st, ref, l_ver, l_st, l_upd, l_hash, l_ref in many:
+            prev = state.get(order_id)
+            if prev is None and l_ver is not None:
+                prev = (l_ver, l_st, l_upd, l_hash, l_ref, l_st in PAID_STATUSES)
+            if prev is not None and prev[3] == content:
+                fate = "duplicate"
+            elif prev is not None and prev[2] > updated:
+                fate = "stale"
+            else:
+                fate = "new"
+                state[order_id] = (
+                    (prev[0] if prev else 0) + 1,
+                    st,
+                    updated,
+                    content,
+                    max(prev[4] if prev else 0, ref),
+                    (prev[5] if prev else False) or st in PAID_STATUSES,
+                )
+            decided["_seq"].append(seq)
+            decided["fate"].append(fate)
+            decided["version"].append((prev[0] if prev else 0) + 1)
+            decided["prev_status"].append(prev[1] if prev else None)
+            decided["was_paid"].append(prev[5] if prev else False)
+            decided["old_refund"].append(prev[4] if prev else 0)
+        con.register(
+            "_decided",
+            pa.table(
+                decided,
+                schema=pa.schema(
+                    [
+                        ("_seq", pa.int64()),
+                        ("fate", pa.string()),
+                        ("version", pa.int64()),
+                        ("prev_status", pa.string()),
+                        ("was_paid", pa.bool_()),
+                        ("old_refund", pa.int64()),
+                    ]
+                ),
+            ),
+        )
+        counts = dict(con.execute("SELECT fate, count(*) FROM _decided GROUP BY fate").fetchall())
+        result = IngestResult(duplicates=int(counts.get("duplicate", 0)), stale=int(counts.get("stale", 0)))
+        fresh = valid - result.duplicates - result.stale
+        self.timer.lap("versions")
+        if progress:
+            progress(rejected + result.duplicates + result.stale)
+        if not fresh:
+            return result, rejected, rejects
+
+        # Identity graph: once per distinct combination, in (chunk, updated_at, row) order.
+        ids = ", ".join(f"f._{r}" for r in self.present)
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _orows AS
+            SELECT f.*, d.version, d.prev_status, d.was_paid, d.old_refund, coalesce(f._paid, f._upd) AS _seen,
+                   dense_rank() OVER (ORDER BY f._chunk, {ids}) AS _combo
+            FROM _fresh f JOIN _decided d USING (_seq) WHERE d.fate = 'new'""")
+        # As the row path: each chunk its own resolution, in (updated_at, row) order within it.
+        combos = con.execute(f"""SELECT _combo, {", ".join(f"_{r}" for r in self.present)},
+                arg_min(_seen, _seq) AS at, min(_seen) AS lo, max(_seen) AS hi, arg_min(_oid, _seq) AS oid, _chunk
+            FROM _orows GROUP BY ALL ORDER BY min(_seq)""").fetchall()
+        by_chunk: dict[int, tuple[list[Sighting], list[int | None]]] = {}
+        rules = self.ingestor.rules
+        for combo, *rest in combos:
+            values, (at, lo, hi, first_oid, chunk) = rest[: len(self.present)], rest[len(self.present) :]
+            keys = rules.sort(self._keys(values))
+            sightings, owned = by_chunk.setdefault(chunk, ([], []))
+            sightings.append(Sighting(keys, at, hi, f"order:{first_oid}"))
+            owned.append(combo)
+            if lo < at:
+                sightings.append(Sighting(keys, lo, lo, f"order:{first_oid}"))
+                owned.append(None)
+        self.timer.lap("combos")
+        owners: list[int | None] = []
+        resolved: list[str] = []
+        with self.ingestor.engine.begin() as conn:
+            for sightings, owned in by_chunk.values():
+                resolution = resolve_sightings(
+                    conn,
+                    rules,
+                    sightings,
+                    trait_strategies=self.settings.trait_strategies,
+                    now=self.now,
+                    make_id=self.ingestor.make_id,
+                )
+                result.count(resolution)
+                owners += owned
+                resolved += resolution.people
+        people = [(c, p) for c, p in zip(owners, resolved, strict=True) if c is not None]
+        keyed = [rules.sort(self._keys(rest[: len(self.present)])) for _, *rest in combos]
+        con.register(
+            "_people",
+            pa.table(
+                {
+                    "_combo": pa.array([c for c, _ in people], pa.int64()),
+                    "_person": pa.array([p for _, p in people], pa.string()),
+                    "_id_type": pa.array([k[0][0] for k in keyed], pa.string()),
+                    "_id_value": pa.array([k[0][1] for k in keyed], pa.string()),
+                    "_ids": pa.array([orjson.dumps(k).decode() for k in keyed], pa.string()),
+                }
+            ),
+        )
+        self.timer.lap("identity graph + ops write")
+
+        received = f"TIMESTAMPTZ '{self.now.isoformat()}'"
+        src = _lit(self.source)
+
+        def uuid5(parts: str) -> str:
+            """``siyu.ids.derived_id`` in SQL: a UUIDv5 of the parts joined by U+001F."""
+            h = f"sha1(unhex('{_UUID_NS}') || encode({parts}))"
+            return (
+                f"(substr({h}, 1, 12) || '5' || substr({h}, 14, 3) || "
+                f"lower(printf('%x', (('0x' || substr({h}, 17, 1))::INTEGER & 3) | 8)) || substr({h}, 18, 15))"
+            )
+
+        common = "'order_id', o._oid, 'channel', o._channel"
+        head = "o._person, o._id_type, o._id_value, o._ids, 'order'"
+        with self.store.transaction() as tx:
+            tx.execute("""CREATE OR REPLACE TEMP TABLE _orows2 AS
+                SELECT r.*, p._person, p._id_type, p._id_value, p._ids FROM _orows r JOIN _people p USING (_combo)""")
+            tx.execute(f"""INSERT INTO orders BY NAME SELECT _oid AS order_id, version, _person AS person_id,
+                    _status AS status, _paid AS paid_at, _amount AS amount_fen, _discount AS discount_fen,
+                    _refund AS refund_fen, _items AS items, _channel AS channel, _upd AS updated_at,
+                    _hash AS content_hash, {src} AS source, {received} AS received_at
+                FROM _orows2 ORDER BY _seq""")
+            tx.execute(f"""CREATE OR REPLACE TEMP TABLE _oev AS
+                SELECT u.*, {src} AS source, {received} AS received_at FROM (
+                SELECT {uuid5("'order_paid' || chr(31) || o._oid")} AS event_id, {head} AS message_type,
+                    'order_paid' AS name, o._paid AS ts,
+                    json_object({common}, 'amount_fen', o._amount, 'discount_fen', o._discount,
+                        'item_count', coalesce(list_sum(list_transform(o._items, lambda x: x.quantity)), 0),
+                        'skus', list_sort(list_distinct(list_transform(o._items, lambda x: x.sku))),
+                        'categories', list_sort(list_distinct(list_filter(
+                            list_transform(o._items, lambda x: x.category), lambda c: c IS NOT NULL AND c <> '')))
+                    )::VARCHAR
+                        AS properties
+                FROM _orows2 o WHERE o._status IN ({paid_set}) AND NOT o.was_paid AND o._paid IS NOT NULL
+                UNION ALL
+                SELECT {uuid5("'order_refunded' || chr(31) || o._oid || chr(31) || o._refund::VARCHAR")},
+                    {head}, 'order_refunded', o._upd,
+                    json_object({common}, 'refund_fen', o._refund - o.old_refund,
+                        'total_refund_fen', o._refund)::VARCHAR
+                FROM _orows2 o WHERE o._refund > o.old_refund
+                UNION ALL
+                SELECT {uuid5("'order_cancelled' || chr(31) || o._oid")}, {head}, 'order_cancelled', o._upd,
+                    json_object({common})::VARCHAR
+                FROM _orows2 o WHERE o._status = 'cancelled' AND o.version > 1 AND o.prev_status <> 'cancelled'
+                ) u(event_id, person_id, identity_type, identity_value, identities, message_type, name, ts,
+                    properties)""")
+            tx.execute("INSERT INTO events BY NAME SELECT * FROM _oev")
+            self.timer.lap("orders + events insert")
+            fold_seen(
+                tx,
+                "(SELECT person_id, min(ts) AS first, max(ts) AS last FROM _oev GROUP BY person_id)",
+            )
+            apply_changes(self.ingestor.engine, self.store, tx)
+        self.timer.lap("change feed")
+        self.ingestor.after_commit(lambda names: _order_events(con, self.now, self.source, names))
+        self.store.forget_seen_index()
+        result.accepted = fresh
+        if progress:
+            progress(fresh)
+        return result, rejected, rejects
+
+
+def _order_events(con: Any, received_at: datetime, source: str, names: frozenset[str]) -> pa.Table:
+    from siyu.ingest.bulk import _stored_events
+
+    return _stored_events(con, received_at, source, names)
+
+
+def _json_bytes(col: str) -> str:
+    """At least the bytes of a string's JSON (\\u escapes at most 6 bytes a character)."""
+    return f"(strlen({col}) * CASE WHEN regexp_matches({col}, '[\\x00-\\x1f\"\\\\]') THEN 6 ELSE 1 END + 2)"
+
+
+def _scalar_value(value: Any) -> Any:
+    """The row path's reading of a CSV/Parquet text cell (:func:`siyu.ingest.files._scalar`)."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 15 and (value == "0" or value[0] != "0"):
+        return int(value)
+    return value
