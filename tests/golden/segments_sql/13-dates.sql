@@ -11,9 +11,20 @@ FROM (
     WHERE
       "t0"."key" = 'birthday'
       AND TRY_CAST(CASE
-        WHEN JSON_TYPE(CAST("t0"."value" AS JSON)) = 'VARCHAR'
-        THEN CAST("t0"."value" AS JSON) ->> '$'
-        ELSE NULL
+        WHEN REGEXP_MATCHES(
+          CASE
+            WHEN JSON_TYPE(CAST("t0"."value" AS JSON)) = 'VARCHAR'
+            THEN CAST("t0"."value" AS JSON) ->> '$'
+            ELSE NULL
+          END,
+          '^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$'
+        )
+        THEN CASE
+          WHEN JSON_TYPE(CAST("t0"."value" AS JSON)) = 'VARCHAR'
+          THEN CAST("t0"."value" AS JSON) ->> '$'
+          ELSE NULL
+        END
+        ELSE CAST(NULL AS TEXT)
       END AS TIMESTAMPTZ) < MAKE_TIMESTAMPTZ(2000, 1, 1, 0, 0, 0.0, 'Asia/Shanghai')
   ) AS "t5"
   SEMI JOIN (
