@@ -287,17 +287,18 @@ class Membership:
                ) x LEFT JOIN person_aliases a ON a.alias_id = x.person_id""",
             {"w": watermark},
         )
-        for name, source in (
-            ("_seg_t_events", "events_resolved"),
-            ("_seg_t_orders", "orders_current"),
-            ("_seg_t_person_state", "person_state"),
-            ("_seg_t_trait_state", "trait_state"),
-            ("_seg_t_tag_state", "tag_state"),
-            ("_seg_t_group_state", "group_state"),
+        # Only the columns the compiler reads from events: copying whole rows doubled the cost.
+        for name, columns, source in (
+            ("_seg_t_events", "person_id, message_type, name, ts, properties", "events_resolved"),
+            ("_seg_t_orders", "*", "orders_current"),
+            ("_seg_t_person_state", "*", "person_state"),
+            ("_seg_t_trait_state", "*", "trait_state"),
+            ("_seg_t_tag_state", "*", "tag_state"),
+            ("_seg_t_group_state", "*", "group_state"),
         ):
             cur.execute(
                 f"""CREATE OR REPLACE TEMP TABLE {name} AS
-                    SELECT * FROM {source} WHERE person_id IN (SELECT person_id FROM _seg_touched)"""
+                    SELECT {columns} FROM {source} WHERE person_id IN (SELECT person_id FROM _seg_touched)"""
             )
         return _count(cur, "_seg_touched")
 
