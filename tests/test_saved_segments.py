@@ -77,10 +77,11 @@ def test_time_windows_stay_correct_as_time_passes(api: Api) -> None:
     api.batch([track("viewed", userId="new", timestamp=(NOW - timedelta(hours=1)).isoformat())])
     seg = create(api, "近7天活跃", "did any in last 7d")
     assert seg["member_count"] == 2
-    # No new events, but an hour later `old` has fallen out of the window: a full refresh sees it.
+    # No new events, but two hours later `old` has fallen out of the window: the refresh re-evaluates
+    # exactly the persons with a timestamp in the span the window's start moved over.
     later = NOW + timedelta(hours=2)
     results = api.runtime.segments().saved.refresh("近7天活跃", now=later)
-    assert results[0].mode == "full" and results[0].exited == 1
+    assert results[0].mode == "incremental" and results[0].exited == 1
     assert members(api, "近7天活跃") == {pid(api, "new")}
 
 
@@ -207,3 +208,59 @@ def test_tagging_every_member_of_a_segment(api: Api) -> None:
     assert tag_holders(api, "重点") == {pid(api, f"u{i}") for i in range(3)}
     assert post(api, "/v1/segments/北京/tag", {"tag": "重点", "remove": True}).json() == {"changed": 3}
     assert post(api, "/v1/segments/北京/tag", {"tag": "没有这个"}).status_code == 404
+
+
+def test_incremental_refresh_of_time_windows_equals_a_full_evaluation_as_time_passes(api: Api) -> None:
+    rng = random.Random(11)
+    start = NOW - timedelta(days=40)
+
+    def when() -> str:
+        return (start + timedelta(hours=rng.randrange(0, 40 * 24 + 12))).isoformat()  # a few after NOW
+
+    api.batch(
+        [identify(userId=f"u{i}", traits={"city": "北京", "joined": when()}, timestamp=when()) for i in range(12)]
+    )
+    api.batch([track("favorite", userId="u0", timestamp=when()), track("order_paid", userId="u1", timestamp=when())])
+    definitions = {
+        "近7天活跃": "did any in last 7d",
+        "近3天收藏两次": "did favorite >= 2 in last 3d",
+        "14到7天前": "did any between 14d ago and 7d ago",
+        "近30天首单": "first did order_paid in last 30d",
+        "新客": "first_seen >= 10d ago",
+        "近期加入": "joined >= 5d ago",
+        "北京沉睡": 'city = "北京" and not did any in last 2d',
+        "近1月购买": "orders count >= 1 in last 1m",
+    }
+    svc = api.runtime.segments()
+    for name, text in definitions.items():
+        svc.saved.create(name, text, now=NOW)
+    now = NOW
+    n_order = 0
+    for step in range(8):
+        if step % 2 == 0:  # new data now and then; time passes every step
+            api.batch(
+                [
+                    track(rng.choice(["favorite", "viewed"]), userId=f"u{rng.randrange(14)}", timestamp=when())
+                    for _ in range(6)
+                ]
+            )
+            n_order += 1
+            r = api.post_orders([order(f"w{n_order}", userId=f"u{rng.randrange(14)}", paid_at=when())])
+            assert r.status_code == 200, r.text
+        now += timedelta(hours=rng.choice([1, 7, 30, 60]))
+        results = svc.saved.refresh(now=now)
+        assert {r.mode for r in results} == {"incremental"}
+        for name, text in definitions.items():
+            assert set(svc.saved.members(name)) == svc.members(text, now=now), (step, name)
+
+
+def test_date_traits_crossing_a_relative_date_are_re_evaluated(api: Api) -> None:
+    """Only the trait's value moves across `5d ago` as time passes: no event is in the span."""
+    long_ago = (NOW - timedelta(days=40)).isoformat()
+    joined = {"u1": NOW - timedelta(days=4), "u2": NOW - timedelta(days=20)}
+    api.batch([identify(userId=u, traits={"joined": at.isoformat()}, timestamp=long_ago) for u, at in joined.items()])
+    svc = api.runtime.segments()
+    svc.saved.create("近期加入", "joined >= 5d ago", now=NOW)
+    assert svc.saved.members("近期加入") == [pid(api, "u1")]
+    result = svc.saved.refresh("近期加入", now=NOW + timedelta(days=2))[0]
+    assert (result.mode, result.exited, result.members) == ("incremental", 1, 0)

@@ -7,10 +7,11 @@ it) for automation to react to.
 
 A refresh computes the new member set and writes the difference in one DuckDB transaction:
 
-* **incremental** when the definition (and every segment it refers to) does not depend on the time
-  of evaluation — no ``in last``, no relative dates: only persons with new events, orders or changes
-  since the segment's watermark are re-evaluated, on small temporary copies of their rows;
-* **full** otherwise, and for a segment never computed.
+* **incremental** once the segment has been computed: only persons with new events, orders or
+  changes since the segment's watermark — and, for definitions that read the time (``in last``,
+  ``… ago``), persons with a timestamp in the span each such moment moved over since the last
+  refresh (:func:`time_anchors`) — are re-evaluated, on small temporary copies of their rows;
+* **full** for the first computation, when asked, or when the clock went backwards.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import ibis
 import ibis.expr.types as ir
 
-from siyu.segments.compile import Context, Tables, compile_segment
-from siyu.segments.nodes import AbsoluteDate, DateRange, InLast, InSegment, Node, RelativeDate
+from siyu.segments.compile import Context, Tables, compile_segment, shift
+from siyu.segments.nodes import Between, Compare, InLast, InList, InSegment, Node, RelativeDate
 from siyu.store.events import EventStore
 
 #: Events a refresh writes itself: they do not make a person "touched" for the next refresh.
@@ -46,24 +48,48 @@ def _values(node: Node) -> Iterable[Any]:
             stack.extend(getattr(current, f) for f in current.__dataclass_fields__ if f != "span")
 
 
-def depends_on_now(tree: Node, definition: Callable[[str], Node | None]) -> bool:
-    """Whether ``tree`` (or a segment it refers to) reads the time of evaluation."""
+#: A moment relative to the time of evaluation: ``now − amount·unit`` (``(0, "h")`` is now itself).
+Anchor = tuple[int, str]
+
+
+def time_anchors(tree: Node, definition: Callable[[str], Node | None]) -> tuple[set[Anchor], bool]:
+    """Every moment relative to ``now`` that ``tree`` (or a segment it refers to) reads, and whether
+    a trait is compared with one of them.
+
+    Between two evaluations at ``P`` and ``N`` the result can only change, without new data, for
+    persons with a timestamp between ``anchor(P)`` and ``anchor(N)`` for some anchor: the incremental
+    refresh re-evaluates exactly those persons too.
+    """
+    anchors: set[Anchor] = set()
+    traits = False
     seen: set[str] = set()
     stack = [tree]
     while stack:
         for value in _values(stack.pop()):
-            if isinstance(value, InLast | RelativeDate):
-                return True
-            if isinstance(value, DateRange) and not (
-                isinstance(value.start, AbsoluteDate) and isinstance(value.end, AbsoluteDate)
-            ):
-                return True
-            if isinstance(value, InSegment) and value.name not in seen:
+            if isinstance(value, InLast):
+                anchors.update({(value.duration.amount, value.duration.unit), (0, "h")})
+            elif isinstance(value, RelativeDate):
+                anchors.add((value.amount, value.unit))
+            elif isinstance(value, Compare | InList | Between) and value.field.source == "trait":
+                parts = (
+                    (value.value,)
+                    if isinstance(value, Compare)
+                    else (value.values if isinstance(value, InList) else (value.low, value.high))
+                )
+                traits = traits or any(isinstance(v, RelativeDate) for v in parts)
+            elif isinstance(value, InSegment) and value.name not in seen:
                 seen.add(value.name)
                 other = definition(value.name)
                 if other is not None:
                     stack.append(other)
-    return False
+    return anchors, traits
+
+
+def anchor_ranges(
+    anchors: set[Anchor], previous: datetime, now: datetime, tz: ZoneInfo
+) -> tuple[tuple[datetime, datetime], ...]:
+    """For each anchor, the span it moved over between ``previous`` and ``now`` (both ends included)."""
+    return tuple(sorted({(shift(previous, -a, u, tz), shift(now, -a, u, tz)) for a, u in anchors}))
 
 
 @dataclass
@@ -144,9 +170,12 @@ class Membership:
 
     def forget(self, segment_id: str) -> None:
         """Drop a deleted segment's membership (its events stay: they happened)."""
+        keys = [_watermark_key(segment_id), _now_key(segment_id)]
         with self.store.transaction() as con:
             con.execute("DELETE FROM segment_membership WHERE segment_id = ?", [segment_id])
-            con.execute("DELETE FROM store_meta WHERE key = ?", [_watermark_key(segment_id)])
+            con.execute("DELETE FROM store_meta WHERE key IN (SELECT unnest(?::VARCHAR[]))", [keys])
+        for key in keys:
+            self.store.forget_meta(key)
 
     # -- refresh -----------------------------------------------------------------------------------
     def refresh(
@@ -157,21 +186,29 @@ class Membership:
         *,
         incremental: bool,
         static: bool = False,
+        ranges: tuple[tuple[datetime, datetime], ...] = (),
+        trait_ranges: bool = False,
     ) -> RefreshResult:
         """Recompute one segment's members at ``ctx.now`` and record who entered and who exited.
 
         ``segment`` has ``id`` and ``name``. ``incremental`` asks for the touched-persons path
-        (only honoured when the segment has a watermark); ``static`` freezes a segment that already
-        has members.
+        (only honoured when the segment has a watermark): persons with new rows since the watermark,
+        plus persons with a timestamp in one of ``ranges`` (in ``trait_ranges`` too: datetime
+        traits) — see :func:`time_anchors`. ``static`` freezes a segment that already has members.
         """
+        touch = (tuple(ranges), trait_ranges)
         started = datetime.now(UTC)
         if self._batch is not None:
             cur = self._batch["cur"]
-            return self._refresh(cur, segment, tree, ctx, incremental=incremental, static=static, started=started)
+            return self._refresh(
+                cur, segment, tree, ctx, incremental=incremental, static=static, started=started, touch=touch
+            )
         with self.store.write_lock:
             cur = self.store.cursor()
             try:
-                return self._refresh(cur, segment, tree, ctx, incremental=incremental, static=static, started=started)
+                return self._refresh(
+                    cur, segment, tree, ctx, incremental=incremental, static=static, started=started, touch=touch
+                )
             finally:
                 cur.close()
 
@@ -185,6 +222,7 @@ class Membership:
         incremental: bool,
         static: bool,
         started: datetime,
+        touch: tuple[tuple[tuple[datetime, datetime], ...], bool],
     ) -> RefreshResult:
         sid = segment["id"]
         watermark = self.store.get_meta(_watermark_key(sid))
@@ -204,16 +242,13 @@ class Membership:
         backend.raw_sql(f"SET TimeZone = '{ctx.tz.key}'")
         mode = "incremental" if incremental and has_members else "full"
         if mode == "incremental":
-            if (
-                self._batch is not None
-                and self._batch["touched"] is not None
-                and self._batch["touched"][0] == watermark
-            ):
+            key = (watermark, touch)
+            if self._batch is not None and self._batch["touched"] is not None and self._batch["touched"][0] == key:
                 evaluated = self._batch["touched"][1]
             else:
-                evaluated = self._touched(cur, watermark or "")
+                evaluated = self._touched(cur, watermark or "", *touch)
                 if self._batch is not None:
-                    self._batch["touched"] = (watermark, evaluated)
+                    self._batch["touched"] = (key, evaluated)
             tables = _touched_tables(backend)
         else:
             evaluated = -1
@@ -259,10 +294,11 @@ class Membership:
                         FROM {source}""",
                     {"r": refresh_id, "n": name, "at": at, "p": props},
                 )
-            cur.execute(
-                "INSERT INTO store_meta VALUES ($k, $v) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                {"k": _watermark_key(sid), "v": high_mark},
-            )
+            for meta_key, value in ((_watermark_key(sid), high_mark), (_now_key(sid), at)):
+                cur.execute(
+                    "INSERT INTO store_meta VALUES ($k, $v) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    {"k": meta_key, "v": value},
+                )
             entered = _count(cur, "_seg_enter")
             exited = _count(cur, "_seg_exit")
             cur.execute("COMMIT")
@@ -270,22 +306,53 @@ class Membership:
             cur.execute("ROLLBACK")
             raise
         self.store.forget_meta(_watermark_key(sid))
+        self.store.forget_meta(_now_key(sid))
         if mode == "full":
             evaluated = _count(cur, "_seg_new")
         members = self.count(sid)
         seconds = (datetime.now(UTC) - started).total_seconds()
         return RefreshResult(sid, mode, members, entered, exited, evaluated, seconds)
 
-    def _touched(self, cur: duckdb.DuckDBPyConnection, watermark: str) -> int:
-        """Temporary copies of every table, restricted to persons with anything new since ``watermark``."""
+    def previous_now(self, segment_id: str) -> datetime | None:
+        """The ``now`` of the segment's last refresh."""
+        value = self.store.get_meta(_now_key(segment_id))
+        return datetime.fromisoformat(value) if value else None
+
+    def _touched(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        watermark: str,
+        ranges: tuple[tuple[datetime, datetime], ...] = (),
+        trait_ranges: bool = False,
+    ) -> int:
+        """Temporary copies of every table, restricted to persons with anything new since ``watermark``
+        or a timestamp inside one of ``ranges``."""
+        params: dict[str, Any] = {"w": watermark}
+        spans = []
+        for i, (low, high) in enumerate(ranges):
+            params[f"l{i}"], params[f"h{i}"] = low, high
+            spans.append(f"BETWEEN $l{i} AND $h{i}")
+
+        def within(column: str) -> str:
+            return " OR ".join(f"{column} {span}" for span in spans)
+
+        timed = ""
+        if spans:
+            timed = f"""
+                   UNION ALL SELECT person_id FROM events WHERE {within("ts")}
+                   UNION ALL SELECT person_id FROM orders WHERE {within("paid_at")}
+                   UNION ALL SELECT person_id FROM person_state WHERE {within("first_seen")} OR {within("last_seen")}"""
+            if trait_ranges:
+                timed += f"""
+                   UNION ALL SELECT person_id FROM trait_state WHERE {within("TRY_CAST(value_str AS TIMESTAMPTZ)")}"""
         cur.execute(
-            """CREATE OR REPLACE TEMP TABLE _seg_touched AS
+            f"""CREATE OR REPLACE TEMP TABLE _seg_touched AS
                SELECT DISTINCT coalesce(a.person_id, x.person_id) AS person_id FROM (
                    SELECT person_id FROM events
                    WHERE received_at > $w::TIMESTAMPTZ AND name NOT IN ('segment_entered', 'segment_exited')
-                   UNION ALL SELECT person_id FROM orders WHERE received_at > $w::TIMESTAMPTZ
+                   UNION ALL SELECT person_id FROM orders WHERE received_at > $w::TIMESTAMPTZ{timed}
                ) x LEFT JOIN person_aliases a ON a.alias_id = x.person_id""",
-            {"w": watermark},
+            params,
         )
         # Only the columns the compiler reads from events: copying whole rows doubled the cost.
         for name, columns, source in (
@@ -325,6 +392,10 @@ def _json_string(text: str) -> str:
     import json
 
     return json.dumps(text, ensure_ascii=False)
+
+
+def _now_key(segment_id: str) -> str:
+    return f"segment_now:{segment_id}"
 
 
 def _watermark_key(segment_id: str) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from siyu.segments import find_cycle, parse, referenced_segments, to_text
 from siyu.segments.compile import Context, SegmentCompileError
-from siyu.segments.membership import Membership, RefreshResult, depends_on_now
+from siyu.segments.membership import Membership, RefreshResult, anchor_ranges, time_anchors
 from siyu.segments.nodes import Node
 from siyu.store.ops.schema import segments, tags
 
@@ -172,6 +172,25 @@ class SavedSegments:
         self.service.forget_catalogue()
 
     # -- membership --------------------------------------------------------------------------------
+    def _touch(
+        self, segs: list[dict[str, Any]], definitions: dict[str, Node], ctx: Context, full: bool
+    ) -> tuple[tuple[tuple[datetime, datetime], ...], bool, set[str]]:
+        """The time spans to re-evaluate for ``segs`` refreshed together at ``ctx.now`` (their union,
+        so that one copy of the touched persons' rows serves all), and which of them can be
+        refreshed incrementally (computed before, at a ``now`` not after this one)."""
+        ranges: set[tuple[datetime, datetime]] = set()
+        traits = False
+        incremental: set[str] = set()
+        for seg in segs:
+            previous = self.membership.previous_now(seg["id"])
+            if full or previous is None or previous > ctx.now:
+                continue
+            anchors, on_traits = time_anchors(parse(seg["expression"]), definitions.get)
+            ranges.update(anchor_ranges(anchors, previous, ctx.now, ctx.tz))
+            traits = traits or on_traits
+            incremental.add(seg["id"])
+        return tuple(sorted(ranges)), traits, incremental
+
     def refresh_one(
         self,
         seg: dict[str, Any],
@@ -180,14 +199,23 @@ class SavedSegments:
         full: bool = False,
         definitions: dict[str, Node] | None = None,
         ctx: Context | None = None,
+        touch: tuple[tuple[tuple[datetime, datetime], ...], bool, set[str]] | None = None,
     ) -> RefreshResult:
         """Recompute one segment (a static one only when it has no members yet)."""
         tree = parse(seg["expression"])
         definitions = definitions if definitions is not None else self.definitions()
         ctx = ctx or self.service.engine().context(now)
-        incremental = not full and not depends_on_now(tree, definitions.get)
+        ranges, traits, incremental = touch or self._touch([seg], definitions, ctx, full)
         try:
-            result = self.membership.refresh(seg, tree, ctx, incremental=incremental, static=seg["kind"] == "static")
+            result = self.membership.refresh(
+                seg,
+                tree,
+                ctx,
+                incremental=seg["id"] in incremental,
+                static=seg["kind"] == "static",
+                ranges=ranges,
+                trait_ranges=traits,
+            )
         except SegmentCompileError as exc:
             raise SavedSegmentError(str(exc)) from exc
         with self.runtime.engine.begin() as conn:
@@ -203,17 +231,15 @@ class SavedSegments:
     def refresh(
         self, name: str | None = None, *, now: datetime | None = None, full: bool = False
     ) -> list[RefreshResult]:
-        """Refresh one segment, or every dynamic one (then the rule tags too)."""
+        """Refresh one segment, or every dynamic one (rule tags are refreshed by the caller)."""
         if name is not None:
             return [self.refresh_one(self.get(name), now=now, full=full)]
         definitions = self.definitions()
         ctx = self.service.engine().context(now)  # one `now` for every segment of this refresh
+        dynamic = [seg for seg in self._all() if seg["kind"] == "dynamic"]
+        touch = self._touch(dynamic, definitions, ctx, full)
         with self.membership.batch():
-            return [
-                self.refresh_one(seg, full=full, definitions=definitions, ctx=ctx)
-                for seg in self._all()
-                if seg["kind"] == "dynamic"
-            ]
+            return [self.refresh_one(seg, definitions=definitions, ctx=ctx, touch=touch) for seg in dynamic]
 
     def members(self, name: str) -> list[str]:
         """The current members of a saved segment, sorted."""

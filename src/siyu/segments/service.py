@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from siyu.runtime import Runtime
 from siyu.segments import Catalogue, from_json, parse, validate
+from siyu.segments.compile import ISO_DATETIME
 from siyu.segments.engine import SegmentEngine
 from siyu.segments.nodes import Node
 from siyu.segments.saved import SavedSegments
@@ -65,6 +66,15 @@ def read_catalogue(runtime: Runtime) -> Catalogue:
             ).fetchall()
         }
     )
+    # Text traits whose values are (nearly) all ISO dates are dates: `birthday < "2000-01-01"`.
+    dated = cur.execute(
+        """SELECT key FROM trait_state WHERE value_str IS NOT NULL GROUP BY key
+           HAVING count(*) FILTER (WHERE regexp_full_match(value_str, $iso)) >= 0.9 * count(*)""",
+        {"iso": ISO_DATETIME.strip("^$")},
+    ).fetchall()
+    for (key,) in dated:
+        if trait_types.get(key) == "string":
+            trait_types[key] = "datetime"
     names = [r[0] for r in cur.execute("SELECT DISTINCT name FROM events").fetchall()]
     sampled = cur.execute(
         f"""SELECT name, k, json_type(json_extract(properties, '$."' || replace(k, '"', '') || '"')) AS t, count(*)
