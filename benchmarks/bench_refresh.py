@@ -7,8 +7,8 @@ baseline  the same refresh with ``full=True`` (every segment re-evaluated for ev
 
 Data: the store of bench_segments.py (built there if missing; time-ordered events), copied into a
 fresh SIYU_HOME with an empty ops store. The 10k new events (favorites and views by random persons,
-now) and 1k trait changes (city) are appended to the event store directly, through
-``EventStore.append_events`` and the change-feed fold, as the ingest path would leave them.
+now) and 1k trait changes (city: their ``$trait_changed`` events and the state fold) are appended
+to the event store directly, as the ingest path and ``apply_changes`` would leave them.
 Target from the issue: ≤ 2 s for the 20 segments.
 
     .venv/bin/python benchmarks/bench_refresh.py --persons 1000000 --events 20000000
@@ -95,6 +95,27 @@ def trait_changes(persons: int, n: int, now: datetime, seed: int) -> pa.Table:
     )
 
 
+def change_events(changes: pa.Table, now: datetime) -> pa.Table:
+    """The ``$trait_changed`` events ``apply_changes`` writes beside the fold (what makes persons touched)."""
+    n = changes.num_rows
+    return pa.table(
+        {
+            "event_id": [f"chg-{now.timestamp()}-{i}" for i in range(n)],
+            "person_id": changes.column("person_id").to_pylist(),
+            "identity_type": [None] * n,
+            "identity_value": [None] * n,
+            "identities": [None] * n,
+            "message_type": ["change"] * n,
+            "name": ["$trait_changed"] * n,
+            "ts": [now] * n,
+            "properties": changes.column("payload").to_pylist(),
+            "source": ["siyu"] * n,
+            "received_at": [now] * n,
+        },
+        schema=EVENTS_ARROW,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--persons", type=int, default=1_000_000)
@@ -126,7 +147,9 @@ def main() -> None:
             now = datetime.now(UTC)
             with rt.events.transaction() as con:
                 rt.events.append_events(con, new_events(args.persons, args.new_events, now, round_))
-                fold_changes(con, trait_changes(args.persons, args.new_events // 10, now, round_), [])
+                changes = trait_changes(args.persons, args.new_events // 10, now, round_)
+                rt.events.append_events(con, change_events(changes, now))
+                fold_changes(con, changes, [])
             t0 = time.perf_counter()
             results = svc.saved.refresh(full=full)
             took = time.perf_counter() - t0

@@ -67,6 +67,9 @@ def test_refresh_records_who_entered_and_exited(api: Api) -> None:
     names = dict(cur.execute("SELECT name, count(*) FROM events WHERE name LIKE 'segment_%' GROUP BY name").fetchall())
     assert names == {"segment_entered": 5, "segment_exited": 1}
     assert post(api, "/v1/segments/count", {"expression": "did segment_entered ever"}).json()["count"] == 5
+    # A definition reading the segment events is always refreshed in full (refreshes write them).
+    create(api, "进过人群", "did segment_entered ever")
+    assert post(api, "/v1/segments/进过人群/refresh").json()["mode"] == "full"
     # A second refresh with nothing new changes nothing.
     again = post(api, "/v1/segments/北京客户/refresh").json()
     assert (again["entered"], again["exited"], again["evaluated"]) == (0, 0, 0)

@@ -29,7 +29,7 @@ import ibis
 import ibis.expr.types as ir
 
 from siyu.segments.compile import Context, Tables, compile_segment, shift
-from siyu.segments.nodes import Between, Compare, InLast, InList, InSegment, Node, RelativeDate
+from siyu.segments.nodes import Between, Compare, Did, InLast, InList, InSegment, Node, RelativeDate, Step
 from siyu.store.events import EventStore
 
 #: Events a refresh writes itself: they do not make a person "touched" for the next refresh.
@@ -90,6 +90,36 @@ def anchor_ranges(
 ) -> tuple[tuple[datetime, datetime], ...]:
     """For each anchor, the span it moved over between ``previous`` and ``now`` (both ends included)."""
     return tuple(sorted({(shift(previous, -a, u, tz), shift(now, -a, u, tz)) for a, u in anchors}))
+
+
+def reads_segment_events(tree: Node, definition: Callable[[str], Node | None]) -> bool:
+    """Whether ``tree`` (or a segment it refers to) names ``segment_entered`` / ``segment_exited``:
+    refreshes write those events themselves and do not count them as news, so such a definition is
+    always refreshed in full."""
+    seen: set[str] = set()
+    stack = [tree]
+    while stack:
+        for value in _values(stack.pop()):
+            if isinstance(value, Did | Step) and value.event in SEGMENT_EVENTS:
+                return True
+            if isinstance(value, InSegment) and value.name not in seen:
+                seen.add(value.name)
+                other = definition(value.name)
+                if other is not None:
+                    stack.append(other)
+    return False
+
+
+def merge_spans(spans: Iterable[tuple[datetime, datetime]]) -> tuple[tuple[datetime, datetime], ...]:
+    """Overlapping or touching spans joined, in order (segments refreshed together share anchors,
+    from slightly different previous refreshes: one range scan each instead of dozens)."""
+    merged: list[tuple[datetime, datetime]] = []
+    for low, high in sorted(spans):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(high, merged[-1][1]))
+        else:
+            merged.append((low, high))
+    return tuple(merged)
 
 
 @dataclass
@@ -339,7 +369,8 @@ class Membership:
         timed = ""
         if spans:
             timed = f"""
-                   UNION ALL SELECT person_id FROM events WHERE {within("ts")}
+                   UNION ALL SELECT person_id FROM events
+                   WHERE ({within("ts")}) AND name NOT IN ('segment_entered', 'segment_exited')
                    UNION ALL SELECT person_id FROM orders WHERE {within("paid_at")}
                    UNION ALL SELECT person_id FROM person_state WHERE {within("first_seen")} OR {within("last_seen")}"""
             if trait_ranges:

@@ -21,7 +21,14 @@ from sqlalchemy import Connection, delete, select, update
 
 from siyu.segments import find_cycle, parse, referenced_segments, to_text
 from siyu.segments.compile import Context, SegmentCompileError
-from siyu.segments.membership import Membership, RefreshResult, anchor_ranges, time_anchors
+from siyu.segments.membership import (
+    Membership,
+    RefreshResult,
+    anchor_ranges,
+    merge_spans,
+    reads_segment_events,
+    time_anchors,
+)
 from siyu.segments.nodes import Node
 from siyu.store.ops.schema import segments, tags
 
@@ -183,13 +190,14 @@ class SavedSegments:
         incremental: set[str] = set()
         for seg in segs:
             previous = self.membership.previous_now(seg["id"])
-            if full or previous is None or previous > ctx.now:
+            tree = parse(seg["expression"])
+            if full or previous is None or previous > ctx.now or reads_segment_events(tree, definitions.get):
                 continue
-            anchors, on_traits = time_anchors(parse(seg["expression"]), definitions.get)
+            anchors, on_traits = time_anchors(tree, definitions.get)
             ranges.update(anchor_ranges(anchors, previous, ctx.now, ctx.tz))
             traits = traits or on_traits
             incremental.add(seg["id"])
-        return tuple(sorted(ranges)), traits, incremental
+        return merge_spans(ranges), traits, incremental
 
     def refresh_one(
         self,
