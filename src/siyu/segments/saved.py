@@ -212,7 +212,7 @@ class SavedSegments:
         """Recompute one segment (a static one only when it has no members yet)."""
         tree = parse(seg["expression"])
         definitions = definitions if definitions is not None else self.definitions()
-        ctx = ctx or self.service.engine().context(now)
+        ctx = ctx or self.service.engine(fresh=False).context(now)
         ranges, traits, incremental = touch or self._touch([seg], definitions, ctx, full)
         try:
             result = self.membership.refresh(
@@ -243,7 +243,7 @@ class SavedSegments:
         if name is not None:
             return [self.refresh_one(self.get(name), now=now, full=full)]
         definitions = self.definitions()
-        ctx = self.service.engine().context(now)  # one `now` for every segment of this refresh
+        ctx = self.service.engine(fresh=False).context(now)  # one `now` for every segment of this refresh
         dynamic = [seg for seg in self._all() if seg["kind"] == "dynamic"]
         touch = self._touch(dynamic, definitions, ctx, full)
         with self.membership.batch():

@@ -132,17 +132,23 @@ class SegmentService:
         self.runtime = runtime
         self.catalogue_ttl = catalogue_ttl
         self._catalogue: tuple[float, Catalogue, dict[str, tuple[str, ...]]] | None = None
+        self._stale = False
 
-    def catalogue(self) -> tuple[Catalogue, dict[str, tuple[str, ...]]]:
-        """The catalogue and the group names (cached)."""
+    def catalogue(self, *, fresh: bool = True) -> tuple[Catalogue, dict[str, tuple[str, ...]]]:
+        """The catalogue and the group names (cached). ``fresh=False`` accepts any cached copy: a
+        refresh compiles definitions validated when they were saved, and reading the catalogue
+        costs a pass over the events (≈ 0.5 s at 20M)."""
         now = time.monotonic()
-        if self._catalogue is None or now - self._catalogue[0] > self.catalogue_ttl:
-            self._catalogue = (now, read_catalogue(self.runtime), group_chats(self.runtime))
-        return self._catalogue[1], self._catalogue[2]
+        cached = self._catalogue
+        if cached is None or (fresh and (self._stale or now - cached[0] > self.catalogue_ttl)):
+            self._catalogue = cached = (now, read_catalogue(self.runtime), group_chats(self.runtime))
+            self._stale = False
+        return cached[1], cached[2]
 
     def forget_catalogue(self) -> None:
-        """Read the catalogue again on next use (after a segment or tag was created or deleted)."""
-        self._catalogue = None
+        """Read the catalogue again before the next validation (after a segment or tag was created
+        or deleted, or new event names were written)."""
+        self._stale = True
 
     @property
     def saved(self) -> SavedSegments:
@@ -155,9 +161,9 @@ class SegmentService:
         validate(tree, self.catalogue()[0])
         return tree
 
-    def engine(self) -> SegmentEngine:
-        """An engine over the installation's event store."""
-        catalogue, chats = self.catalogue()
+    def engine(self, *, fresh: bool = True) -> SegmentEngine:
+        """An engine over the installation's event store (``fresh``: see :meth:`catalogue`)."""
+        catalogue, chats = self.catalogue(fresh=fresh)
         saved = self.saved
         definitions = saved.definitions()
         static = saved.static_ids()
