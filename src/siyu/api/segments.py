@@ -83,6 +83,7 @@ class SegmentCreate(SegmentQuery):
 
 def _result(r: Any) -> dict[str, Any]:
     return {
+        "segment": r.name,
         "segment_id": r.segment_id,
         "mode": r.mode,
         "members": r.members,

@@ -110,6 +110,7 @@ def refresh(
         rules = [] if name is not None else refresh_rule_tags(svc)
     rows = [
         {
+            "segment": r.name,
             "segment_id": r.segment_id,
             "mode": r.mode,
             "members": r.members,
@@ -126,7 +127,7 @@ def refresh(
         return
     for r in rows:
         sys.stdout.write(
-            f"{r['segment_id']}: {r['mode']}, {r['members']:,} members (+{r['entered']:,} −{r['exited']:,})\n"
+            f"{r['segment']}: {r['mode']}, {r['members']:,} members (+{r['entered']:,} −{r['exited']:,})\n"
         )
     for t in tag_rows:
         sys.stdout.write(f"rule tag {t['tag']}: {t['holders']:,} holders (+{t['added']:,} −{t['removed']:,})\n")

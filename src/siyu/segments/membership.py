@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -133,7 +133,7 @@ class RefreshResult:
     exited: int
     evaluated: int  # persons evaluated (all, or the touched ones)
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
 
 
 def _now_literal(now: datetime) -> str:
@@ -259,7 +259,7 @@ class Membership:
         has_members = watermark is not None
         if static and has_members:
             n = self.count(sid)
-            return RefreshResult(sid, "static", n, 0, 0, 0)
+            return RefreshResult(sid, "static", n, 0, 0, 0, name=segment["name"])
         high_mark = self._batch["high"] if self._batch is not None else None
         if high_mark is None:
             high = cur.execute(
@@ -341,7 +341,7 @@ class Membership:
             evaluated = _count(cur, "_seg_new")
         members = self.count(sid)
         seconds = (datetime.now(UTC) - started).total_seconds()
-        return RefreshResult(sid, mode, members, entered, exited, evaluated, seconds)
+        return RefreshResult(sid, mode, members, entered, exited, evaluated, seconds, name=segment["name"])
 
     def previous_now(self, segment_id: str) -> datetime | None:
         """The ``now`` of the segment's last refresh."""
