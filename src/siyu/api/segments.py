@@ -81,19 +81,6 @@ class SegmentCreate(SegmentQuery):
     description: Annotated[str | None, Field(max_length=DESCRIPTION_LIMIT)] = None
 
 
-def _result(r: Any) -> dict[str, Any]:
-    return {
-        "segment": r.name,
-        "segment_id": r.segment_id,
-        "mode": r.mode,
-        "members": r.members,
-        "entered": r.entered,
-        "exited": r.exited,
-        "evaluated": r.evaluated,
-        "seconds": round(r.seconds, 3),
-    }
-
-
 @router.get("/v1/segments")
 async def segments_list(_key: AdminKey, runtime: RuntimeDep) -> list[dict[str, Any]]:
     """Saved segments with their member counts."""
@@ -108,7 +95,7 @@ async def segment_create(body: SegmentCreate, _key: AdminKey, runtime: RuntimeDe
     seg, result = await _call(
         saved.create, body.name, _expression(body), kind=body.kind, description=body.description, by="api"
     )
-    return {**seg, "refresh": _result(result)}
+    return {**seg, "refresh": result.as_dict()}
 
 
 @router.post("/v1/segments/refresh")
@@ -120,8 +107,8 @@ async def segments_refresh(
     results = await _call(svc.saved.refresh, None, full=full)
     rules = await _call(refresh_rule_tags, svc)
     return {
-        "segments": [_result(r) for r in results],
-        "rule_tags": [{"tag": t.tag, "holders": t.holders, "added": t.added, "removed": t.removed} for t in rules],
+        "segments": [r.as_dict() for r in results],
+        "rule_tags": [t.as_dict() for t in rules],
     }
 
 
@@ -171,7 +158,7 @@ async def segment_refresh(
 ) -> dict[str, Any]:
     """Recompute one segment; answers who entered and exited."""
     results = await _call(_service(runtime).saved.refresh, name, full=full)
-    return _result(results[0])
+    return results[0].as_dict()
 
 
 @router.get("/v1/segments/{name}/members", response_model=None)

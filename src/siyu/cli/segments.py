@@ -108,20 +108,8 @@ def refresh(
     with _service(ctx) as svc:
         results = svc.saved.refresh(name, full=full)
         rules = [] if name is not None else refresh_rule_tags(svc)
-    rows = [
-        {
-            "segment": r.name,
-            "segment_id": r.segment_id,
-            "mode": r.mode,
-            "members": r.members,
-            "entered": r.entered,
-            "exited": r.exited,
-            "evaluated": r.evaluated,
-            "seconds": round(r.seconds, 3),
-        }
-        for r in results
-    ]
-    tag_rows = [{"tag": t.tag, "holders": t.holders, "added": t.added, "removed": t.removed} for t in rules]
+    rows = [r.as_dict() for r in results]
+    tag_rows = [t.as_dict() for t in rules]
     if as_json:
         _emit({"segments": rows, "rule_tags": tag_rows} if name is None else rows)
         return

@@ -135,6 +135,19 @@ class RefreshResult:
     seconds: float = 0.0
     name: str = ""
 
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON output (CLI and API)."""
+        return {
+            "segment": self.name,
+            "segment_id": self.segment_id,
+            "mode": self.mode,
+            "members": self.members,
+            "entered": self.entered,
+            "exited": self.exited,
+            "evaluated": self.evaluated,
+            "seconds": round(self.seconds, 3),
+        }
+
 
 def _now_literal(now: datetime) -> str:
     return now.astimezone(UTC).isoformat()

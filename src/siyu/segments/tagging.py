@@ -36,6 +36,10 @@ class RuleTagResult:
     added: int
     removed: int
 
+    def as_dict(self) -> dict[str, Any]:
+        """For JSON output (CLI and API)."""
+        return {"tag": self.tag, "holders": self.holders, "added": self.added, "removed": self.removed}
+
 
 def create_rule_tag(service: Any, name: str, group: str, expression: str | Mapping[str, Any]) -> RuleTagResult:
     """Create a rule tag from a segment expression (validated like any segment) and fill it."""
