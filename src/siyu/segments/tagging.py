@@ -22,7 +22,7 @@ from siyu.segments.saved import SavedSegmentError
 from siyu.store.ops.schema import person_tags, tags
 from siyu.tags.catalog import tag_named
 from siyu.tags.holders import set_person_tags
-from siyu.tags.service import TagService, _why
+from siyu.tags.service import TagService, make_why
 
 RULE_ACTOR = "segment-rule"
 
@@ -63,7 +63,7 @@ def refresh_rule_tag(service: Any, name: str, *, now: datetime | None = None) ->
     def work(conn: Connection) -> tuple[int, int, int]:
         ref = tag_named(conn, name)
         held = set(conn.execute(select(person_tags.c.person_id).where(person_tags.c.tag_id == ref.id)).scalars())
-        why = _why(RULE_ACTOR, f"rule: {row.rule}"[:256], "rule", at)
+        why = make_why(RULE_ACTOR, f"rule: {row.rule}"[:256], "rule", at)
         added = set_person_tags(conn, ref, sorted(wanted - held), add=True, why=why)
         removed = set_person_tags(conn, ref, sorted(held - wanted), add=False, why=why)
         return len(wanted), added, removed
@@ -95,7 +95,7 @@ def tag_segment(
             raise SavedSegmentError(
                 f'"{tag}" 是规则标签，由规则维护 / "{tag}" is a rule tag: its rule keeps it current', 409
             )
-        return set_person_tags(conn, ref, ids, add=not remove, why=_why(by, why_reason[:256], "manual", None))
+        return set_person_tags(conn, ref, ids, add=not remove, why=make_why(by, why_reason[:256], "manual", None))
 
     changed: int = tagger.run_writes(work)
     return changed

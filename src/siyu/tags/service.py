@@ -46,7 +46,8 @@ class TagResult:
         return {"changed": self.changed, "persons": self.persons}
 
 
-def _why(by: object, reason: object, source: str, at: datetime | None) -> Why:
+def make_why(by: object, reason: object, source: str, at: datetime | None) -> Why:
+    """Who, why and how of a tag change, checked (lengths, source); ``at`` defaults to now."""
     actor = check_text("by", by, ACTOR_LIMIT)
     assert actor is not None
     text = check_text("reason", reason, REASON_LIMIT, required=False)
@@ -106,7 +107,7 @@ class TagService:
         """Rename a tag (and / or move it to ``group``); holders get ``tag_removed`` + ``tag_added``."""
         new_name = check_name("new name", new_name)
         new_group = check_name("group", group) if group is not None else None
-        why = _why(by, "renamed", "manual", None)
+        why = make_why(by, "renamed", "manual", None)
 
         def work(conn: Connection) -> dict[str, Any]:
             tag = catalog.tag_named(conn, name)
@@ -133,7 +134,7 @@ class TagService:
 
     def delete_tag(self, name: str, *, by: str) -> dict[str, Any]:
         """Delete a tag: ``tag_removed`` for every holder, then its rows and event rules."""
-        why = _why(by, "tag deleted", "manual", None)
+        why = make_why(by, "tag deleted", "manual", None)
 
         def work(conn: Connection) -> dict[str, Any]:
             tag = catalog.tag_named(conn, name)
@@ -168,7 +169,7 @@ class TagService:
             raise TagError(f"too many items: {len(targets):,}; at most {MAX_BULK:,} a request 一次最多 {MAX_BULK:,} 条")
         if not targets:
             raise TagError("no items to tag 没有要打标签的对象")
-        why = _why(by, reason, source, at)
+        why = make_why(by, reason, source, at)
         screen = self.ingestor.validator.screen
 
         def work(conn: Connection) -> TagResult:
