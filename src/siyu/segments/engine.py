@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 from zoneinfo import ZoneInfo
 
 import ibis
@@ -19,6 +20,9 @@ from siyu.segments.compile import Context, Tables, compile_segment
 from siyu.segments.nodes import Node
 from siyu.segments.validate import Catalogue
 from siyu.store.events import EventStore
+
+#: Per event store: logical table → (relation name, Ibis schema). Weak: a closed store is dropped.
+_SCHEMAS: WeakKeyDictionary[EventStore, dict[str, tuple[str, Any]]] = WeakKeyDictionary()
 
 
 class SegmentEngine:
@@ -60,19 +64,36 @@ class SegmentEngine:
             groups=self.groups,
         )
 
+    def tables(self) -> Tables:
+        """The logical schema as *unbound* Ibis tables: their schemas are read from the store once
+        (per store and process), not on every query (≈ 8 ms of a 0.12 s count at 1M persons)."""
+        schemas = _SCHEMAS.get(self.store)
+        if schemas is None:
+            backend = self._backend()
+            bound = Tables.from_backend(backend)
+            schemas = {
+                key: (getattr(bound, key).get_name(), getattr(bound, key).schema())
+                for key in Tables.__dataclass_fields__
+                if getattr(bound, key) is not None
+            }
+            _SCHEMAS[self.store] = schemas
+        return Tables(**{key: ibis.table(schema, name=name) for key, (name, schema) in schemas.items()})
+
     def expression(self, tree: Node, *, now: datetime | None = None, backend: Any = None) -> ir.Table:
-        """The compiled expression (one column ``person_id``)."""
-        backend = backend or self._backend()
-        return compile_segment(tree, Tables.from_backend(backend), self.context(now))
+        """The compiled expression (one column ``person_id``); over ``backend``'s tables when given,
+        else over unbound tables (compile it with ``ibis.to_sql``)."""
+        tables = Tables.from_backend(backend) if backend is not None else self.tables()
+        return compile_segment(tree, tables, self.context(now))
 
     def _query(self, tree: Node, now: datetime | None, wrap: str) -> Any:
-        """Run ``wrap`` (SQL with ``{q}`` for the segment's query) on the backend's own cursor.
+        """Run ``wrap`` (SQL with ``{q}`` for the segment's query) on a cursor in the brand time zone.
 
-        Executing the generated SQL directly skips Ibis' result conversion (≈ 15 % of a count).
+        Executing the generated SQL directly skips Ibis' backend and result conversion.
         """
-        backend = self._backend()
-        sql = ibis.to_sql(self.expression(tree, now=now, backend=backend), dialect="duckdb", pretty=False)
-        return backend.con.execute(wrap.format(q=sql))
+        sql = ibis.to_sql(self.expression(tree, now=now), dialect="duckdb", pretty=False)
+        cur = self.store.cursor()
+        cur.execute(f"SET TimeZone = '{self.tz.key}'")  # a checked IANA zone name
+        return cur.execute(wrap.format(q=sql))
 
     def members(self, tree: Node, *, now: datetime | None = None) -> set[str]:
         """The ids of the persons in the segment."""
