@@ -267,3 +267,18 @@ def test_date_traits_crossing_a_relative_date_are_re_evaluated(api: Api) -> None
     assert svc.saved.members("近期加入") == [pid(api, "u1")]
     result = svc.saved.refresh("近期加入", now=NOW + timedelta(days=2))[0]
     assert (result.mode, result.exited, result.members) == ("incremental", 1, 0)
+
+
+def test_what_only_a_full_refresh_can_keep_correct() -> None:
+    from siyu.segments import parse
+    from siyu.segments.membership import needs_full_refresh, time_anchors
+
+    none: dict[str, Any] = {}
+    assert needs_full_refresh(parse("did segment_entered in last 7d"), none.get)
+    assert needs_full_refresh(parse("did signup where at >= 30d ago ever"), none.get)
+    assert not needs_full_refresh(parse('did signup where at >= "2026-01-01" ever'), none.get)
+    assert not needs_full_refresh(parse("did any in last 7d and joined >= 5d ago"), none.get)
+    anchors, traits = time_anchors(parse('did any in last 7d and joined >= 5d ago and city = "北京"'), none.get)
+    assert anchors == {(7, "d"), (0, "h"), (5, "d")} and traits
+    nested = {"近期": parse("first_seen >= 2w ago")}
+    assert time_anchors(parse('in segment "近期"'), nested.get) == ({(2, "w")}, False)

@@ -92,16 +92,28 @@ def anchor_ranges(
     return tuple(sorted({(shift(previous, -a, u, tz), shift(now, -a, u, tz)) for a, u in anchors}))
 
 
-def reads_segment_events(tree: Node, definition: Callable[[str], Node | None]) -> bool:
-    """Whether ``tree`` (or a segment it refers to) names ``segment_entered`` / ``segment_exited``:
-    refreshes write those events themselves and do not count them as news, so such a definition is
-    always refreshed in full."""
+def needs_full_refresh(tree: Node, definition: Callable[[str], Node | None]) -> bool:
+    """Whether ``tree`` (or a segment it refers to) can only be refreshed in full:
+
+    * it names ``segment_entered`` / ``segment_exited`` — refreshes write those events themselves
+      and do not count them as news;
+    * it compares an event property with a relative date (``where at >= 30d ago``) — property
+      values are not scanned for the spans of :func:`time_anchors`.
+    """
     seen: set[str] = set()
     stack = [tree]
     while stack:
         for value in _values(stack.pop()):
             if isinstance(value, Did | Step) and value.event in SEGMENT_EVENTS:
                 return True
+            if isinstance(value, Compare | InList | Between) and value.field.source == "property":
+                parts = (
+                    (value.value,)
+                    if isinstance(value, Compare)
+                    else (value.values if isinstance(value, InList) else (value.low, value.high))
+                )
+                if any(isinstance(v, RelativeDate) for v in parts):
+                    return True
             if isinstance(value, InSegment) and value.name not in seen:
                 seen.add(value.name)
                 other = definition(value.name)

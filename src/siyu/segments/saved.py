@@ -26,7 +26,7 @@ from siyu.segments.membership import (
     RefreshResult,
     anchor_ranges,
     merge_spans,
-    reads_segment_events,
+    needs_full_refresh,
     time_anchors,
 )
 from siyu.segments.nodes import Node
@@ -191,7 +191,7 @@ class SavedSegments:
         for seg in segs:
             previous = self.membership.previous_now(seg["id"])
             tree = parse(seg["expression"])
-            if full or previous is None or previous > ctx.now or reads_segment_events(tree, definitions.get):
+            if full or previous is None or previous > ctx.now or needs_full_refresh(tree, definitions.get):
                 continue
             anchors, on_traits = time_anchors(tree, definitions.get)
             ranges.update(anchor_ranges(anchors, previous, ctx.now, ctx.tz))
