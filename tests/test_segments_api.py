@@ -143,3 +143,15 @@ def test_segment_cli_count_and_members(tmp_path: Path) -> None:
     assert (
         result.exit_code == 0 and result.stdout.splitlines()[0] == "person_id" and len(result.stdout.splitlines()) == 4
     )
+
+
+def test_a_new_event_name_can_be_used_at_once(api: Api) -> None:
+    """The catalogue is cached; a name it does not know yet makes it read the stores again."""
+    _load(api)
+    assert count(api, expression='city = "北京"').status_code == 200  # the catalogue is now cached
+    api.batch([track("直播间下单", userId="u1")])
+    r = count(api, expression="did 直播间下单 ever")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"count": 1}
+    still_unknown = count(api, expression="did 没有这个事件 ever")
+    assert still_unknown.status_code == 422 and "没有这个事件" in still_unknown.json()["error"]["message"]

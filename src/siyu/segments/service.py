@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from siyu.runtime import Runtime
-from siyu.segments import Catalogue, from_json, parse, validate
+from siyu.segments import Catalogue, SegmentValidationError, from_json, parse, validate
 from siyu.segments.compile import ISO_DATETIME
 from siyu.segments.engine import SegmentEngine
 from siyu.segments.nodes import Node
@@ -158,7 +158,15 @@ class SegmentService:
     def tree(self, expression: str | Mapping[str, Any]) -> Node:
         """Parse (text or JSON form) and validate; raises the segment errors of docs/segments.md."""
         tree = parse(expression) if isinstance(expression, str) else from_json(expression)
-        validate(tree, self.catalogue()[0])
+        read_at = self._catalogue[0] if self._catalogue is not None else None
+        try:
+            validate(tree, self.catalogue()[0])
+        except SegmentValidationError:
+            if read_at is None or self._catalogue is None or self._catalogue[0] != read_at:
+                raise  # the catalogue was just read: the problem is real
+            # A cached catalogue may predate a new event, trait or tag: read it again, once.
+            self.forget_catalogue()
+            validate(tree, self.catalogue()[0])
         return tree
 
     def engine(self, *, fresh: bool = True) -> SegmentEngine:
