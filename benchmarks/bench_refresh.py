@@ -149,7 +149,7 @@ def main() -> None:
                 rt.events.append_events(con, new_events(args.persons, args.new_events, now, round_))
                 changes = trait_changes(args.persons, args.new_events // 10, now, round_)
                 rt.events.append_events(con, change_events(changes, now))
-                fold_changes(con, changes, [])
+                fold_changes(con, changes)
             t0 = time.perf_counter()
             results = svc.saved.refresh(full=full)
             took = time.perf_counter() - t0

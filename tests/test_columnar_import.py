@@ -9,6 +9,7 @@ fingerprints. Small ``chunk_rows`` make the row path's chunk boundaries fall ins
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from siyu.config import Settings
+from siyu.ingest.columnar import _plan
 from siyu.ingest.files import Kind, import_file
 from siyu.runtime import Runtime
 from siyu.store.fingerprint import store_fingerprint
@@ -41,9 +43,18 @@ def two_ops_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[lis
         yield [stack.enter_context(contextmanager(_fresh_pg_database)(base, template)) for _ in range(2)]
 
 
-def _both_paths(tmp_path: Path, urls: list[str], kind: Kind, files: list[Path], chunk_rows: int) -> list[Any]:
+def _both_paths(
+    tmp_path: Path, urls: list[str], kind: Kind, files: list[Path], chunk_rows: int, caplog: pytest.LogCaptureFixture
+) -> list[Any]:
+    """Import ``files`` by the columnar path and by the row path; each step's outcome and the store.
+
+    The columnar path must really run — a file it does not take, or a fall-back to the row path,
+    would make the comparison trivially equal."""
+    for file in files:
+        assert _plan(kind, pq.read_schema(file)) is not None, f"{file.name} would take the row path"
     fixed_now = datetime.now(UTC)
     out = []
+    caplog.set_level(logging.INFO, logger="siyu.ingest.columnar")
     for vectorised, url in zip((True, False), urls, strict=True):
         with Runtime.open(Settings(home=tmp_path / f"home-{vectorised}", ops_url=url)) as rt:
             rt.ingestor.now = lambda: fixed_now  # type: ignore[method-assign]
@@ -65,6 +76,8 @@ def _both_paths(tmp_path: Path, urls: list[str], kind: Kind, files: list[Path], 
                 )
             steps.append(store_fingerprint(rt.engine, rt.events))
             out.append(steps)
+        if vectorised:
+            assert not [r for r in caplog.records if "falls back" in r.getMessage()], caplog.text
     return out
 
 
@@ -178,13 +191,15 @@ def _orders(rng: random.Random, n: int) -> pa.Table:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_columnar_customers_match_the_row_path(tmp_path: Path, two_ops_urls: list[str], seed: int) -> None:
+def test_columnar_customers_match_the_row_path(
+    tmp_path: Path, two_ops_urls: list[str], seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
     rng = random.Random(seed)
     first, second = tmp_path / "c1.parquet", tmp_path / "c2.parquet"
     t1 = _customers(rng, 70, 0)
     pq.write_table(t1, first)
     pq.write_table(pa.concat_tables([t1.slice(40, 30), _customers(rng, 50, 70)]), second)  # partly stored
-    fast, slow = _both_paths(tmp_path, two_ops_urls, "customers", [first, second, first], chunk_rows=9)
+    fast, slow = _both_paths(tmp_path, two_ops_urls, "customers", [first, second, first], chunk_rows=9, caplog=caplog)
     assert fast == slow
     report, result, _ = fast[0]
     assert report["rejected"] > 0 and result["merges"] + result["refused_merges"] > 0
@@ -192,13 +207,15 @@ def test_columnar_customers_match_the_row_path(tmp_path: Path, two_ops_urls: lis
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_columnar_orders_match_the_row_path(tmp_path: Path, two_ops_urls: list[str], seed: int) -> None:
+def test_columnar_orders_match_the_row_path(
+    tmp_path: Path, two_ops_urls: list[str], seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
     rng = random.Random(seed)
     first, second = tmp_path / "o1.parquet", tmp_path / "o2.parquet"
     t1 = _orders(rng, 90)
     pq.write_table(t1, first)
     pq.write_table(pa.concat_tables([t1.slice(30, 40), _orders(rng, 60)]), second)
-    fast, slow = _both_paths(tmp_path, two_ops_urls, "orders", [first, second, first], chunk_rows=11)
+    fast, slow = _both_paths(tmp_path, two_ops_urls, "orders", [first, second, first], chunk_rows=11, caplog=caplog)
     assert fast == slow
     results = [step[1] for step in fast[:3]]
     assert results[0]["accepted"] > 0 and sum(r["stale"] for r in results) > 0

@@ -317,7 +317,7 @@ def test_event_tag_rules_on_ingest_orders_and_bulk(runtime: Runtime, tmp_path: P
     tagged = [p for p in svc.list_tags() if p["name"] == "看过活动页"]
     assert [t["persons"] for t in tagged] == [2]
 
-    rule_id = svc.list_rules()[2]["id"]
+    rule_id = next(r["id"] for r in svc.list_rules() if r["event"] == "page_viewed")
     svc.remove_rule(rule_id)
     ingest(runtime, [track("page_viewed", userId="u-after", properties={"page": "campaign"})])
     assert [t["persons"] for t in svc.list_tags() if t["name"] == "看过活动页"] == [2]

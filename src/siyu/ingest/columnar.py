@@ -46,7 +46,7 @@ from siyu.store.events import EVENTS_ARROW
 from siyu.store.feed import apply_changes
 from siyu.store.state import fold_seen
 
-log = logging.getLogger("siyu.ingest.bulk")
+log = logging.getLogger(__name__)
 
 _ALIASES = {"messageId": "message_id", "userId": "user_id", "anonymousId": "anonymous_id"}
 _ID_ROLES = (*IDENTITY_COLUMNS, "user_id", "anonymous_id")

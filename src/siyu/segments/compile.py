@@ -2,8 +2,9 @@
 
 The expression reads one logical schema — ``events`` (resolved to surviving persons), ``orders``
 (current versions), and the person-state tables of decision 009 — so the same tree runs on DuckDB
-and on Spark. Every condition becomes a one-column table of ``person_id``; ``and`` / ``or`` /
-``not`` become ``INTERSECT`` / ``UNION`` / ``EXCEPT`` against the universe (every current person).
+and on Spark. Every condition becomes a one-column table of ``person_id``; ``and`` becomes semi
+joins (anti joins for its ``not`` items), ``or`` a distinct union, ``not`` an anti join against the
+universe (every current person).
 The meaning of each condition is the list in docs/segments.md ("Precise meaning"); values from the
 tree only ever enter the query as literals.
 """
@@ -11,6 +12,7 @@ tree only ever enter the query as literals.
 from __future__ import annotations
 
 import calendar
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -53,6 +55,16 @@ ISO_DATETIME = (
     "^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?$"
 )
 
+#: The comparison operators, for columns and plain values alike.
+OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
 #: Statuses of an order that was never paid (it does not count as a paid order).
 UNPAID = ("created", "cancelled")
 
@@ -68,7 +80,7 @@ class Tables:
     events: ir.Table  # event_id, person_id (resolved), message_type, name, ts, properties (JSON text)
     orders: ir.Table  # orders_current: order_id, person_id (resolved), status, paid_at, amounts, items, channel
     person_state: ir.Table  # person_id, first_seen, last_seen, owner
-    trait_state: ir.Table  # person_id, key, value (JSON text)
+    trait_state: ir.Table  # person_id, key, value (JSON text), value_str, value_num
     tag_state: ir.Table  # person_id, tag, staff_userid
     group_state: ir.Table  # person_id, chat_id
     membership: ir.Table | None = None  # segment_membership: segment_id, person_id, entered_at, exited_at
@@ -76,17 +88,20 @@ class Tables:
     @classmethod
     def from_backend(cls, backend: Any, names: Mapping[str, str] | None = None) -> Tables:
         """The tables of ``backend`` (an Ibis connection), under their default or given names."""
-        default = {
-            "events": "events_resolved",
-            "orders": "orders_current",
-            "person_state": "person_state",
-            "trait_state": "trait_state",
-            "tag_state": "tag_state",
-            "group_state": "group_state",
-            "membership": "segment_membership",
-        }
-        chosen = {**default, **(names or {})}
+        chosen = {**TABLE_NAMES, **(names or {})}
         return cls(**{key: backend.table(name) for key, name in chosen.items()})
+
+
+#: Each logical table and the event store's relation it is read from.
+TABLE_NAMES: dict[str, str] = {
+    "events": "events_resolved",
+    "orders": "orders_current",
+    "person_state": "person_state",
+    "trait_state": "trait_state",
+    "tag_state": "tag_state",
+    "group_state": "group_state",
+    "membership": "segment_membership",
+}
 
 
 @dataclass(frozen=True)
@@ -116,12 +131,15 @@ def add_months(moment: datetime, months: int, tz: ZoneInfo) -> datetime:
     return local.replace(year=year, month=month + 1, day=day).astimezone(moment.tzinfo)
 
 
+#: Hours in one unit of a duration (months are calendar months, handled apart).
+HOURS = {"h": 1, "d": 24, "w": 24 * 7}
+
+
 def shift(moment: datetime, amount: int, unit: str, tz: ZoneInfo) -> datetime:
     """``moment`` moved by ``amount`` units (``h d w m``; negative goes back)."""
     if unit == "m":
         return add_months(moment, amount, tz)
-    hours = {"h": 1, "d": 24, "w": 24 * 7}[unit]
-    return moment + timedelta(hours=hours * amount)
+    return moment + timedelta(hours=HOURS[unit] * amount)
 
 
 def _day_start(day: date, tz: ZoneInfo) -> datetime:
@@ -235,14 +253,7 @@ def _compare(column: ir.Value, kind: str, cond: FieldCondition, ctx: Context) ->
         value_ = start
     else:
         value_ = _value(value, kind, ctx)
-    return {
-        "=": column == value_,
-        "!=": column != value_,
-        "<": column < value_,
-        "<=": column <= value_,
-        ">": column > value_,
-        ">=": column >= value_,
-    }[op]
+    return OPERATORS[op](column, value_)
 
 
 def _value(value: Value, kind: str, ctx: Context) -> Any:
@@ -398,12 +409,8 @@ class _Compiler:
     def counted(self, agg: ir.Table, op: str, value: float, zero_counts: bool = True) -> ir.Table:
         """Persons whose aggregate ``v`` satisfies ``op value``; with ``zero_counts``, persons
         absent from ``agg`` have 0 and belong when ``0 op value`` holds."""
-        test = {"=": agg.v == value, "!=": agg.v != value, "<": agg.v < value}
-        test.update({"<=": agg.v <= value, ">": agg.v > value, ">=": agg.v >= value})
-        hit = self.ids(agg.filter(test[op]))
-        zero_holds = {"=": value == 0, "!=": value != 0, "<": value > 0, "<=": value >= 0}
-        zero_holds.update({">": value < 0, ">=": value <= 0})
-        if zero_counts and zero_holds[op]:
+        hit = self.ids(agg.filter(OPERATORS[op](agg.v, value)))
+        if zero_counts and OPERATORS[op](0, value):
             return hit.union(self.universe.anti_join(agg, "person_id"), distinct=True)
         return hit
 
@@ -513,8 +520,7 @@ def _plus(ts: ir.TimestampValue, within: Duration) -> ir.TimestampValue:
     """``ts + within``; months are calendar months in the session time zone (the brand's)."""
     if within.unit == "m":
         return ts + ibis.interval(months=within.amount)
-    hours = {"h": 1, "d": 24, "w": 24 * 7}[within.unit]
-    return ts + ibis.interval(hours=hours * within.amount)
+    return ts + ibis.interval(hours=HOURS[within.unit] * within.amount)
 
 
 def compile_segment(tree: Node, tables: Tables, ctx: Context) -> ir.Table:

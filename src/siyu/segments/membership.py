@@ -16,6 +16,7 @@ A refresh computes the new member set and writes the difference in one DuckDB tr
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -26,14 +27,21 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import ibis
-import ibis.expr.types as ir
 
-from siyu.segments.compile import Context, Tables, compile_segment, shift
+from siyu.segments.compile import TABLE_NAMES, Context, compile_segment, shift
+from siyu.segments.engine import logical_tables
 from siyu.segments.nodes import Between, Compare, Did, InLast, InList, InSegment, Node, RelativeDate, Step
 from siyu.store.events import EventStore
 
+#: Temporary copies of the touched persons' rows, per logical table (segment membership is read
+#: where it is: static members are stored, not derived).
+TOUCHED_NAMES = {key: f"_seg_t_{key}" for key in TABLE_NAMES if key != "membership"}
+#: The event columns the compiler reads.
+TOUCHED_EVENT_COLUMNS = ("person_id", "message_type", "name", "ts", "properties")
+
 #: Events a refresh writes itself: they do not make a person "touched" for the next refresh.
 SEGMENT_EVENTS = ("segment_entered", "segment_exited")
+_NOT_SEGMENT_EVENT = "name NOT IN ('segment_entered', 'segment_exited')"
 
 
 def _values(node: Node) -> Iterable[Any]:
@@ -52,6 +60,33 @@ def _values(node: Node) -> Iterable[Any]:
 Anchor = tuple[int, str]
 
 
+def _with_references(tree: Node, definition: Callable[[str], Node | None]) -> Iterator[Any]:
+    """Every value below ``tree`` and below the definitions of the segments it refers to (each once)."""
+    seen: set[str] = set()
+    stack = [tree]
+    while stack:
+        for value in _values(stack.pop()):
+            yield value
+            if isinstance(value, InSegment) and value.name not in seen:
+                seen.add(value.name)
+                other = definition(value.name)
+                if other is not None:
+                    stack.append(other)
+
+
+def _relative_compare(value: Any, source: str) -> bool:
+    """Whether ``value`` is a field condition on a ``source`` field with a relative date in it."""
+    if not isinstance(value, Compare | InList | Between) or value.field.source != source:
+        return False
+    if isinstance(value, Compare):
+        parts: tuple[Any, ...] = (value.value,)
+    elif isinstance(value, InList):
+        parts = value.values
+    else:
+        parts = (value.low, value.high)
+    return any(isinstance(v, RelativeDate) for v in parts)
+
+
 def time_anchors(tree: Node, definition: Callable[[str], Node | None]) -> tuple[set[Anchor], bool]:
     """Every moment relative to ``now`` that ``tree`` (or a segment it refers to) reads, and whether
     a trait is compared with one of them.
@@ -62,26 +97,12 @@ def time_anchors(tree: Node, definition: Callable[[str], Node | None]) -> tuple[
     """
     anchors: set[Anchor] = set()
     traits = False
-    seen: set[str] = set()
-    stack = [tree]
-    while stack:
-        for value in _values(stack.pop()):
-            if isinstance(value, InLast):
-                anchors.update({(value.duration.amount, value.duration.unit), (0, "h")})
-            elif isinstance(value, RelativeDate):
-                anchors.add((value.amount, value.unit))
-            elif isinstance(value, Compare | InList | Between) and value.field.source == "trait":
-                parts = (
-                    (value.value,)
-                    if isinstance(value, Compare)
-                    else (value.values if isinstance(value, InList) else (value.low, value.high))
-                )
-                traits = traits or any(isinstance(v, RelativeDate) for v in parts)
-            elif isinstance(value, InSegment) and value.name not in seen:
-                seen.add(value.name)
-                other = definition(value.name)
-                if other is not None:
-                    stack.append(other)
+    for value in _with_references(tree, definition):
+        if isinstance(value, InLast):
+            anchors.update({(value.duration.amount, value.duration.unit), (0, "h")})
+        elif isinstance(value, RelativeDate):
+            anchors.add((value.amount, value.unit))
+        traits = traits or _relative_compare(value, "trait")
     return anchors, traits
 
 
@@ -100,26 +121,10 @@ def needs_full_refresh(tree: Node, definition: Callable[[str], Node | None]) -> 
     * it compares an event property with a relative date (``where at >= 30d ago``) — property
       values are not scanned for the spans of :func:`time_anchors`.
     """
-    seen: set[str] = set()
-    stack = [tree]
-    while stack:
-        for value in _values(stack.pop()):
-            if isinstance(value, Did | Step) and value.event in SEGMENT_EVENTS:
-                return True
-            if isinstance(value, Compare | InList | Between) and value.field.source == "property":
-                parts = (
-                    (value.value,)
-                    if isinstance(value, Compare)
-                    else (value.values if isinstance(value, InList) else (value.low, value.high))
-                )
-                if any(isinstance(v, RelativeDate) for v in parts):
-                    return True
-            if isinstance(value, InSegment) and value.name not in seen:
-                seen.add(value.name)
-                other = definition(value.name)
-                if other is not None:
-                    stack.append(other)
-    return False
+    return any(
+        (isinstance(value, Did | Step) and value.event in SEGMENT_EVENTS) or _relative_compare(value, "property")
+        for value in _with_references(tree, definition)
+    )
 
 
 def merge_spans(spans: Iterable[tuple[datetime, datetime]]) -> tuple[tuple[datetime, datetime], ...]:
@@ -161,10 +166,6 @@ class RefreshResult:
         }
 
 
-def _now_literal(now: datetime) -> str:
-    return now.astimezone(UTC).isoformat()
-
-
 class Membership:
     """Reads and writes ``segment_membership`` on one event store (the single writer)."""
 
@@ -184,11 +185,6 @@ class Membership:
             finally:
                 self._batch = None
                 cur.close()
-
-    def members_table(self, backend: Any, segment_id: str) -> ir.Table:
-        """The current members of a segment, as an Ibis table on ``backend``."""
-        t = backend.table("segment_membership")
-        return t.filter((t.segment_id == segment_id) & t.exited_at.isnull()).select("person_id")
 
     def current(self, segment_id: str) -> set[str]:
         """The current members' ids."""
@@ -287,14 +283,10 @@ class Membership:
             return RefreshResult(sid, "static", n, 0, 0, 0, name=segment["name"])
         high_mark = self._batch["high"] if self._batch is not None else None
         if high_mark is None:
-            high = cur.execute(
-                "SELECT max(received_at) FROM events WHERE name NOT IN ('segment_entered', 'segment_exited')"
-            ).fetchall()[0][0]
+            high = cur.execute(f"SELECT max(received_at) FROM events WHERE {_NOT_SEGMENT_EVENT}").fetchall()[0][0]
             high_mark = high.isoformat() if high is not None else "1970-01-01T00:00:00+00:00"
             if self._batch is not None:
                 self._batch["high"] = high_mark
-        backend = ibis.duckdb.from_connection(cur)
-        backend.raw_sql(f"SET TimeZone = '{ctx.tz.key}'")
         mode = "incremental" if incremental and has_members else "full"
         if mode == "incremental":
             key = (watermark, touch)
@@ -304,15 +296,19 @@ class Membership:
                 evaluated = self._touched(cur, watermark or "", *touch)
                 if self._batch is not None:
                     self._batch["touched"] = (key, evaluated)
-            tables = _touched_tables(backend)
+            tables = logical_tables(self.store, TOUCHED_NAMES, {"events": TOUCHED_EVENT_COLUMNS})
         else:
-            evaluated = -1
-            tables = Tables.from_backend(backend)
-        result = compile_segment(tree, tables, ctx)
-        sql = ibis.to_sql(result, dialect="duckdb")
-        cur.execute("SET TimeZone = 'UTC'")
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE _seg_new AS {sql}")
-        at = _now_literal(ctx.now)
+            evaluated = _count(cur, "person_state")
+            tables = logical_tables(self.store)
+        sql = ibis.to_sql(compile_segment(tree, tables, ctx), dialect="duckdb", pretty=False)
+        # Evaluated in the brand time zone (calendar months, date-times without an offset), as the
+        # engine's counts are; everything written below carries explicit offsets.
+        cur.execute(f"SET TimeZone = '{ctx.tz.key}'")
+        try:
+            cur.execute(f"CREATE OR REPLACE TEMP TABLE _seg_new AS {sql}")
+        finally:
+            cur.execute("SET TimeZone = 'UTC'")
+        at = ctx.now.astimezone(UTC).isoformat()
         cur.execute("BEGIN TRANSACTION")
         try:
             scope = "person_id IN (SELECT person_id FROM _seg_touched)" if mode == "incremental" else "TRUE"
@@ -338,7 +334,7 @@ class Membership:
                 "INSERT INTO segment_membership SELECT $s, person_id, $at::TIMESTAMPTZ, NULL FROM _seg_enter",
                 {"s": sid, "at": at},
             )
-            props = '{"segment": ' + _json_string(segment["name"]) + ', "segment_id": ' + _json_string(sid) + "}"
+            props = json.dumps({"segment": segment["name"], "segment_id": sid}, ensure_ascii=False)
             refresh_id = uuid.uuid4().hex
             for name, source in (("segment_entered", "_seg_enter"), ("segment_exited", "_seg_exit")):
                 cur.execute(
@@ -362,8 +358,6 @@ class Membership:
             raise
         self.store.forget_meta(_watermark_key(sid))
         self.store.forget_meta(_now_key(sid))
-        if mode == "full":
-            evaluated = _count(cur, "_seg_new")
         members = self.count(sid)
         seconds = (datetime.now(UTC) - started).total_seconds()
         return RefreshResult(sid, mode, members, entered, exited, evaluated, seconds, name=segment["name"])
@@ -395,7 +389,7 @@ class Membership:
         if spans:
             timed = f"""
                    UNION ALL SELECT person_id FROM events
-                   WHERE ({within("ts")}) AND name NOT IN ('segment_entered', 'segment_exited')
+                   WHERE ({within("ts")}) AND {_NOT_SEGMENT_EVENT}
                    UNION ALL SELECT person_id FROM orders WHERE {within("paid_at")}
                    UNION ALL SELECT person_id FROM person_state WHERE {within("first_seen")} OR {within("last_seen")}"""
             if trait_ranges:
@@ -405,49 +399,23 @@ class Membership:
             f"""CREATE OR REPLACE TEMP TABLE _seg_touched AS
                SELECT DISTINCT coalesce(a.person_id, x.person_id) AS person_id FROM (
                    SELECT person_id FROM events
-                   WHERE received_at > $w::TIMESTAMPTZ AND name NOT IN ('segment_entered', 'segment_exited')
+                   WHERE received_at > $w::TIMESTAMPTZ AND {_NOT_SEGMENT_EVENT}
                    UNION ALL SELECT person_id FROM orders WHERE received_at > $w::TIMESTAMPTZ{timed}
                ) x LEFT JOIN person_aliases a ON a.alias_id = x.person_id""",
             params,
         )
         # Only the columns the compiler reads from events: copying whole rows doubled the cost.
-        for name, columns, source in (
-            ("_seg_t_events", "person_id, message_type, name, ts, properties", "events_resolved"),
-            ("_seg_t_orders", "*", "orders_current"),
-            ("_seg_t_person_state", "*", "person_state"),
-            ("_seg_t_trait_state", "*", "trait_state"),
-            ("_seg_t_tag_state", "*", "tag_state"),
-            ("_seg_t_group_state", "*", "group_state"),
-        ):
+        for key, name in TOUCHED_NAMES.items():
+            columns = ", ".join(TOUCHED_EVENT_COLUMNS) if key == "events" else "*"
             cur.execute(
-                f"""CREATE OR REPLACE TEMP TABLE {name} AS
-                    SELECT {columns} FROM {source} WHERE person_id IN (SELECT person_id FROM _seg_touched)"""
+                f"""CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM {TABLE_NAMES[key]}
+                    WHERE person_id IN (SELECT person_id FROM _seg_touched)"""
             )
         return _count(cur, "_seg_touched")
 
 
-def _touched_tables(backend: Any) -> Tables:
-    return Tables.from_backend(
-        backend,
-        {
-            "events": "_seg_t_events",
-            "orders": "_seg_t_orders",
-            "person_state": "_seg_t_person_state",
-            "trait_state": "_seg_t_trait_state",
-            "tag_state": "_seg_t_tag_state",
-            "group_state": "_seg_t_group_state",
-        },
-    )
-
-
 def _count(cur: duckdb.DuckDBPyConnection, table: str) -> int:
     return int(cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
-
-
-def _json_string(text: str) -> str:
-    import json
-
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _now_key(segment_id: str) -> str:

@@ -13,7 +13,7 @@ segment or a rule tag refers to cannot be deleted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,9 +96,10 @@ class SavedSegments:
 
     def get(self, name: str) -> dict[str, Any]:
         """One saved segment by name; :class:`SavedSegmentError` (404) if there is none."""
-        for seg in self._all():
-            if seg["name"] == name:
-                return seg
+        with self.runtime.engine.connect() as conn:
+            row = conn.execute(select(segments).where(segments.c.name == name)).first()
+        if row is not None:
+            return _row(row)
         known = [s["name"] for s in self._all()]
         raise SavedSegmentError(
             f'未知的人群 "{name}" / unknown segment "{name}" (known: {", ".join(known) or "none"})', 404
@@ -108,9 +109,24 @@ class SavedSegments:
         """Name → parsed definition, for every saved segment."""
         return {s["name"]: parse(s["expression"]) for s in self._all()}
 
-    def static_ids(self) -> dict[str, str]:
-        """Name → id of every static segment."""
-        return {s["name"]: s["id"] for s in self._all() if s["kind"] == "static"}
+    def references(self) -> tuple[Callable[[str], Node | None], Callable[[str], str | None]]:
+        """What ``in segment`` needs, from one read: a saved segment's definition (parsed when first
+        asked for) and a static segment's id."""
+        rows = {s["name"]: s for s in self._all()}
+        parsed: dict[str, Node] = {}
+
+        def definition(name: str) -> Node | None:
+            if name not in rows:
+                return None
+            if name not in parsed:
+                parsed[name] = parse(rows[name]["expression"])
+            return parsed[name]
+
+        def static_id(name: str) -> str | None:
+            seg = rows.get(name)
+            return seg["id"] if seg is not None and seg["kind"] == "static" else None
+
+        return definition, static_id
 
     # -- writing -----------------------------------------------------------------------------------
     def create(
@@ -232,8 +248,6 @@ class SavedSegments:
                 .where(segments.c.id == seg["id"])
                 .values(refreshed_at=ctx.now, member_count=result.members)
             )
-        if result.entered or result.exited:
-            self.service.forget_catalogue()  # segment_entered / segment_exited may be new event names
         return result
 
     def refresh(

@@ -55,8 +55,8 @@ def _majority(counts: Mapping[tuple[str, str], int]) -> dict[str, str]:
     return out
 
 
-def read_catalogue(runtime: Runtime) -> Catalogue:
-    """What exists in the stores now (see the module docstring)."""
+def read_catalogue(runtime: Runtime) -> tuple[Catalogue, dict[str, tuple[str, ...]]]:
+    """What exists in the stores now (see the module docstring), and group name → chat ids."""
     cur = runtime.events.cursor()
     trait_types = _majority(
         {
@@ -96,10 +96,13 @@ def read_catalogue(runtime: Runtime) -> Catalogue:
         tag_names = [r[0] for r in conn.execute(select(tags.c.name))]
         group_rows = conn.execute(select(groups.c.chat_id, groups.c.name)).all()
         staff_ids = [r[0] for r in conn.execute(select(staff.c.userid))]
-    held = [r[0] for r in cur.execute("SELECT DISTINCT tag FROM tag_state").fetchall()]
-    with runtime.engine.connect() as conn:
         saved = [r[0] for r in conn.execute(select(segments.c.name))]
-    return Catalogue.from_dict(
+    held = [r[0] for r in cur.execute("SELECT DISTINCT tag FROM tag_state").fetchall()]
+    chats: dict[str, list[str]] = {}
+    for chat_id, name in group_rows:
+        if name:
+            chats.setdefault(name, []).append(chat_id)
+    catalogue = Catalogue.from_dict(
         {
             "traits": trait_types,
             "events": events,
@@ -109,16 +112,7 @@ def read_catalogue(runtime: Runtime) -> Catalogue:
             "staff": staff_ids,
         }
     )
-
-
-def group_chats(runtime: Runtime) -> dict[str, tuple[str, ...]]:
-    """Group name → chat ids."""
-    with runtime.engine.connect() as conn:
-        rows = conn.execute(select(groups.c.chat_id, groups.c.name).where(groups.c.name.is_not(None))).all()
-    out: dict[str, list[str]] = {}
-    for chat_id, name in rows:
-        out.setdefault(name, []).append(chat_id)
-    return {name: tuple(sorted(ids)) for name, ids in out.items()}
+    return catalogue, {name: tuple(sorted(ids)) for name, ids in chats.items()}
 
 
 class SegmentService:
@@ -141,7 +135,7 @@ class SegmentService:
         now = time.monotonic()
         cached = self._catalogue
         if cached is None or (fresh and (self._stale or now - cached[0] > self.catalogue_ttl)):
-            self._catalogue = cached = (now, read_catalogue(self.runtime), group_chats(self.runtime))
+            self._catalogue = cached = (now, *read_catalogue(self.runtime))
             self._stale = False
         return cached[1], cached[2]
 
@@ -152,7 +146,7 @@ class SegmentService:
 
     @property
     def saved(self) -> SavedSegments:
-        """The installation's saved segments."""
+        """The installation's saved segments (a new object per use: a refresh batch holds state)."""
         return SavedSegments(self)
 
     def tree(self, expression: str | Mapping[str, Any]) -> Node:
@@ -172,16 +166,14 @@ class SegmentService:
     def engine(self, *, fresh: bool = True) -> SegmentEngine:
         """An engine over the installation's event store (``fresh``: see :meth:`catalogue`)."""
         catalogue, chats = self.catalogue(fresh=fresh)
-        saved = self.saved
-        definitions = saved.definitions()
-        static = saved.static_ids()
+        definition, static_id = self.saved.references()
         return SegmentEngine(
             self.runtime.events,
             catalogue=catalogue,
             tz=self.runtime.settings.timezone,
             groups=chats,
-            segment=definitions.get,
-            static_id=static.get,
+            segment=definition,
+            static_id=static_id,
         )
 
     def count(self, expression: str | Mapping[str, Any], *, now: datetime | None = None) -> int:

@@ -90,7 +90,7 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
                 aliases.append((payload["from_person_id"], payload["into_person_id"]))
         store.add_aliases(con, aliases)
         store.append_events(con, pa.table(cols, schema=EVENTS_ARROW))
-        fold_changes(con, pa.table(fold, schema=CHANGES_ARROW), aliases)
+        fold_changes(con, pa.table(fold, schema=CHANGES_ARROW))
         last = rows[-1].seq
         store.set_meta(con, WATERMARK, str(last))
         applied += len(rows)

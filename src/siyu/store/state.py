@@ -100,28 +100,30 @@ def fold_seen(con: duckdb.DuckDBPyConnection, relation: str) -> None:
             last_seen = greatest(person_state.last_seen, excluded.last_seen)""")
 
 
+def _sighting_spans(events: str) -> str:
+    """Per person of the relation ``events``, the first and last sighting (:data:`SIGHTING`)."""
+    return f"""(SELECT person_id, min(ts) FILTER (WHERE {SIGHTING}) AS first,
+                       max(ts) FILTER (WHERE {SIGHTING}) AS last
+                FROM {events} GROUP BY person_id)"""
+
+
 def fold_event_table(con: duckdb.DuckDBPyConnection, events: pa.Table) -> None:
     """Fold an appended batch of events (:data:`~siyu.store.events.EVENTS_ARROW` shape)."""
     if not events.num_rows:
         return
     con.register("_fold_events", events)
     try:
-        fold_seen(
-            con,
-            f"""(SELECT person_id,
-                       min(ts) FILTER (WHERE {SIGHTING}) AS first,
-                       max(ts) FILTER (WHERE {SIGHTING}) AS last
-                FROM _fold_events GROUP BY person_id)""",
-        )
+        fold_seen(con, _sighting_spans("_fold_events"))
     finally:
         con.unregister("_fold_events")
 
 
-def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table, merges: Sequence[tuple[str, str]]) -> None:
+def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """Fold change rows (:data:`CHANGES_ARROW`, any order; ``seq`` decides) into the state tables.
 
-    ``merges`` are this batch's ``(merged person → survivor)`` pairs, already in ``person_aliases``.
-    The fold does not depend on where in the batch a merge falls:
+    The batch's ``identities_merged`` rows name the merged persons; their survivors are read from
+    ``person_aliases``, which already holds them. The fold does not depend on where in the batch a
+    merge falls:
 
     * tags and group memberships follow the person: the merged persons' earlier rows move to the
       survivor, then the batch's changes apply to the resolved person, the last per key winning;
@@ -129,10 +131,10 @@ def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table, merges: Sequenc
       they were written for, and a merged person's rows are dropped (the ops store writes the
       survivor's resulting traits and owner as changes of their own).
     """
-    if not rows.num_rows and not merges:
+    if not rows.num_rows:
         return
     con.register("_fold_changes", rows)
-    _merge_targets(con, merges)
+    _merge_targets(con)
     _move_merged(con)
     _fold_tags(con)
     _fold_groups(con)
@@ -200,18 +202,18 @@ def _fold_owner(con: duckdb.DuckDBPyConnection) -> None:
         FROM ({last}) c WHERE person_state.person_id = c.person_id""")
 
 
-def _merge_targets(con: duckdb.DuckDBPyConnection, merges: Sequence[tuple[str, str]]) -> None:
+def _merge_targets(con: duckdb.DuckDBPyConnection) -> None:
     """``_fold_merges(alias_id, into_id)``: each person merged in this batch and its final survivor."""
-    pairs = pa.table({"alias_id": pa.array([a for a, _ in merges], pa.string())})
-    con.register("_fold_merge_pairs", pairs)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_merges AS
-        SELECT DISTINCT p.alias_id, {_RESOLVED.format(col="p.alias_id")} AS into_id FROM _fold_merge_pairs p""")
+        SELECT m.alias_id, {_RESOLVED.format(col="m.alias_id")} AS into_id FROM (
+            SELECT DISTINCT json_extract_string(payload, '$.from_person_id') AS alias_id
+            FROM _fold_changes WHERE kind = 'identities_merged') m""")
     con.execute("DELETE FROM _fold_merges WHERE alias_id = into_id")
-    con.unregister("_fold_merge_pairs")
 
 
 def _move_merged(con: duckdb.DuckDBPyConnection) -> None:
-    """Move merged persons' first / last seen, tags and groups to their survivors."""
+    """Copy merged persons' first / last seen, tags and groups to their survivors
+    (:func:`_drop_merged` then deletes the merged persons' rows)."""
     con.execute("""INSERT INTO person_state (person_id, first_seen, last_seen)
         SELECT f.into_id, min(p.first_seen), max(p.last_seen)
         FROM _fold_merges f JOIN person_state p ON p.person_id = f.alias_id GROUP BY f.into_id
@@ -222,7 +224,6 @@ def _move_merged(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"""INSERT INTO {table} BY NAME
             SELECT t.* REPLACE (f.into_id AS person_id) FROM {table} t JOIN _fold_merges f ON t.person_id = f.alias_id
             ON CONFLICT (person_id, {key}) DO NOTHING""")
-        con.execute(f"DELETE FROM {table} WHERE person_id IN (SELECT alias_id FROM _fold_merges)")
 
 
 def _drop_merged(con: duckdb.DuckDBPyConnection) -> None:
@@ -243,20 +244,9 @@ def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
     """
     for table in STATE_TABLES:
         con.execute(f"DELETE FROM {table}")
-    fold_seen(
-        con,
-        f"""(SELECT person_id,
-                   min(ts) FILTER (WHERE {SIGHTING}) AS first,
-                   max(ts) FILTER (WHERE {SIGHTING}) AS last
-            FROM events GROUP BY person_id)""",
-    )
+    fold_seen(con, _sighting_spans("events"))
     changes = con.sql(
         """SELECT rowid AS seq, substr(name, 2) AS kind, person_id, properties AS payload, ts AS changed_at
            FROM events WHERE message_type = 'change' ORDER BY rowid"""
     ).to_arrow_table()
-    merges = con.execute(
-        """SELECT json_extract_string(properties, '$.from_person_id'),
-                  json_extract_string(properties, '$.into_person_id')
-           FROM events WHERE message_type = 'change' AND name = '$identities_merged' ORDER BY rowid"""
-    ).fetchall()
-    fold_changes(con, changes.cast(CHANGES_ARROW), [(a, b) for a, b in merges])
+    fold_changes(con, changes.cast(CHANGES_ARROW))
