@@ -282,3 +282,11 @@ def test_what_only_a_full_refresh_can_keep_correct() -> None:
     assert anchors == {(7, "d"), (0, "h"), (5, "d")} and traits
     nested = {"近期": parse("first_seen >= 2w ago")}
     assert time_anchors(parse('in segment "近期"'), nested.get) == ({(2, "w")}, False)
+
+
+def test_refresh_reads_dates_in_the_brand_time_zone(api: Api) -> None:
+    """A date-time without an offset is in the brand zone: 23:30 on 1 March in Shanghai is that day
+    (read in UTC it would be 2 March 07:30 in Shanghai)."""
+    api.batch([identify(userId="u1", traits={"joined": "2026-03-01 23:30"})])
+    assert post(api, "/v1/segments/count", {"expression": 'joined = "2026-03-01"'}).json() == {"count": 1}
+    assert create(api, "三月一日加入", 'joined = "2026-03-01"')["member_count"] == 1
