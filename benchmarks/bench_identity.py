@@ -1,9 +1,13 @@
 """Benchmark: identity resolution of P persons (3 identities each, 5 % merges), against a union-find.
 
-ours      siyu.identity.graph.IdentityGraph with IdentityRules from Settings defaults, over every
-          message in time order (load from the store, resolve, find), then the outcome written with
-          siyu.identity.persist.write_graph in ONE transaction on a fresh SQLite ops store
-          (siyu.store.ops.make_engine + upgrade).
+ours      siyu.identity.vectorised.resolve_columns — the entry point of the bulk imports — over
+          every message in time order, given as columns (one per identity type), with IdentityRules
+          from Settings defaults, in ONE transaction on a fresh SQLite ops store
+          (siyu.store.ops.make_engine + upgrade): components that need no graph are decided with
+          array operations, the rest by siyu.identity.graph.IdentityGraph; then everything is
+          written with siyu.identity.persist.write_graph.
+          With --graph, also the sighting-by-sighting path (IdentityGraph over every message, then
+          write_graph), as the API's batches take it.
 baseline  plain-Python union-find over the same identity groups (no limits, no merge log), then
           persons + identities written with sqlite3 executemany in one transaction on a fresh file
           (the indexes of siyu's original identities table — a rowid table — and the same WAL /
@@ -26,8 +30,8 @@ import argparse
 import cProfile
 import gc
 import io
+import logging
 import pstats
-import resource
 import shutil
 import sqlite3
 import tempfile
@@ -36,6 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -91,14 +96,91 @@ def timed(out: dict[str, float | int], name: str) -> Iterator[None]:
         out["cpu_" + name] = time.process_time() - cpu
 
 
-def rss_mib() -> float:
+def as_columns(messages: list[list[Key]], at: list[datetime]) -> Any:
+    """The messages as siyu.identity.vectorised.SightingColumns (the shape bulk imports hand over)."""
+    from siyu.identity.vectorised import SightingColumns
+
+    values: dict[str, list[str | None]] = {"member_id": [], "phone": [], "anonymous_id": []}
+    for keys in messages:
+        held = dict(keys)
+        for t, column in values.items():
+            column.append(held.get(t))
+    stamps = pa.array(at, pa.timestamp("us", tz="UTC"))
+    return SightingColumns(
+        identities={t: pa.array(v, pa.string()) for t, v in values.items()},
+        first=stamps,
+        last=stamps,
+        message_id=pa.array([f"msg-{i}" for i in range(len(messages))], pa.string()),
+    )
+
+
+class StageLog(logging.Handler):
+    """Collects the (stage, wall, cpu) seconds that siyu.identity.vectorised logs at INFO."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.stages: list[tuple[str, float, float]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple) and len(record.args) == 3:
+            name, wall, cpu = record.args
+            self.stages.append((str(name), float(wall), float(cpu)))  # type: ignore[arg-type]
+
+
+def run_columns(columns: Any, db: Path, ops_url: str | None = None) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from siyu.config import Settings
+    from siyu.identity.graph import IdentityRules
+    from siyu.identity.vectorised import resolve_columns
+    from siyu.store.ops.engine import make_engine, upgrade
+    from siyu.store.ops.schema import identities, identity_merges, persons
+
+    settings = Settings(home=db.parent)
+    rules = IdentityRules(tuple(settings.identity_priority), dict(settings.identity_limits))
+    engine = make_engine(ops_url or f"sqlite:///{db}")
+    upgrade(engine)
+    stage_log = StageLog()
+    logger = logging.getLogger("siyu.identity.vectorised")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(stage_log)
+    out: dict[str, Any] = {}
+    now = datetime.now(UTC)
     try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+        with timed(out, "total"):
+            conn_cm = engine.begin()
+            conn = conn_cm.__enter__()
+            try:
+                with timed(out, "resolve"):
+                    result = resolve_columns(
+                        conn, rules, columns, trait_strategies=settings.trait_strategies, now=now
+                    )
+            except BaseException as exc:
+                conn_cm.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            with timed(out, "commit"):
+                conn_cm.__exit__(None, None, None)  # COMMIT
+    finally:
+        logger.removeHandler(stage_log)
+    out["stages"] = stage_log.stages
+    out["merges"] = result.merges
+    out["refusals"] = result.refused_merges
+    out["persons_graph"] = len(set(result.people))
+    with engine.connect() as c:
+        out["identities"] = int(c.execute(select(func.count()).select_from(identities)).scalar_one())
+        out["persons_stored"] = int(
+            c.execute(select(func.count()).select_from(persons).where(persons.c.merged_into.is_(None))).scalar_one()
+        )
+        out["merges_logged"] = int(
+            c.execute(
+                select(func.count()).select_from(identity_merges).where(identity_merges.c.status == "applied")
+            ).scalar_one()
+        )
+    engine.dispose()
+    return out
 
 
-def run_ours(
+def run_graph(
     messages: list[list[Key]], at: list[datetime], db: Path, ops_url: str | None = None
 ) -> dict[str, float | int]:
     from sqlalchemy import func, select
@@ -114,7 +196,6 @@ def run_ours(
     rules = IdentityRules(tuple(settings.identity_priority), dict(settings.identity_limits))
     engine = make_engine(ops_url or f"sqlite:///{db}")
     upgrade(engine)
-    rss0 = rss_mib()
     out: dict[str, float | int] = {}
     now = datetime.now(UTC)
     with timed(out, "total"):
@@ -133,7 +214,6 @@ def run_ours(
                     graph.resolve(keys, ts, f"msg-{i}") for i, (keys, ts) in enumerate(zip(messages, at, strict=True))
                 ]
                 people = [graph.find(p) for p in raw]
-            out["rss_graph"] = rss_mib() - rss0
             with timed(out, "write"):
                 spans: dict[str, tuple[datetime, datetime]] = {}
                 for person, ts in zip(people, at, strict=True):
@@ -228,6 +308,7 @@ def main() -> None:
     ap.add_argument("--merge-share", type=float, default=0.05, help="share of persons merged (default 0.05)")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--graph", action="store_true", help="also run the sighting-by-sighting path (the API's)")
     ap.add_argument(
         "--ops-url",
         default=None,
@@ -240,6 +321,7 @@ def main() -> None:
     print_header(f"bench_identity: {args.persons:,} persons, 3 identities each, {args.merge_share:.0%} merges")
     with timer() as t:
         messages, at, n_merge = make_messages(args.persons, args.merge_share, args.seed)
+        columns = as_columns(messages, at)
     n_ids = sum(len(m) for m in messages)
     print(
         f"data: {len(messages):,} messages carrying {n_ids:,} identity occurrences "
@@ -250,16 +332,23 @@ def main() -> None:
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="siyu-bench-identity-", dir=DATA_DIR))
+    graph = base = None
     try:
-        print("running siyu IdentityGraph + write_graph…", flush=True)
+        print("running siyu resolve_columns…", flush=True)
         prof = cProfile.Profile() if args.profile else None
         if prof:
             prof.enable()
-        ours = run_ours(messages, at, work / "ops.sqlite", args.ops_url)
+        ours = run_columns(columns, work / "ops.sqlite", args.ops_url)
         if prof:
             prof.disable()
         gc.collect()
-        base = None
+        if args.graph:
+            if args.ops_url:
+                print("--graph needs a fresh store of its own: skipped with --ops-url", flush=True)
+            else:
+                print("running siyu IdentityGraph sighting by sighting + write_graph…", flush=True)
+                graph = run_graph(messages, at, work / "graph.sqlite")
+                gc.collect()
         if not args.skip_baseline:
             print("running baseline union-find + sqlite3…", flush=True)
             base = run_baseline(messages, work / "baseline.sqlite")
@@ -269,18 +358,23 @@ def main() -> None:
     p = args.persons
     print()
 
-    def row(label: str, r: dict[str, float | int], key: str, per: str = "") -> list[str]:
+    def row(label: str, r: dict[str, Any], key: str, per: str = "") -> list[str]:
         through = f"{p / r[key]:,.0f} persons/s" if per else ""
         ids = f"{r['identities'] / r[key]:,.0f} identities/s" if per == "ids" else ""
         return [label, fmt_s(r[key]), fmt_s(r["cpu_" + key]), through, ids]
 
-    rows = [
-        row("siyu: load (lookup of known identities)", ours, "load"),
-        row("siyu: resolve (IdentityGraph.resolve + find)", ours, "resolve", "persons"),
-        row("siyu: write_graph", ours, "write"),
+    rows = [[f"siyu: {name}", fmt_s(wall), fmt_s(cpu), "", ""] for name, wall, cpu in ours["stages"]]
+    rows += [
         row("siyu: commit", ours, "commit"),
-        row("**siyu total**", ours, "total", "ids"),
+        row("**siyu total (resolve_columns + commit)**", ours, "total", "ids"),
     ]
+    if graph:
+        rows += [
+            row("graph path: resolve (IdentityGraph.resolve + find)", graph, "resolve", "persons"),
+            row("graph path: write_graph", graph, "write"),
+            row("graph path: commit", graph, "commit"),
+            row("**graph path total**", graph, "total", "ids"),
+        ]
     if base:
         rows += [
             row("baseline: union-find", base, "resolve", "persons"),
@@ -297,22 +391,28 @@ def main() -> None:
     checks = [
         ["persons expected", fmt_int(p)],
         [
-            "persons found: siyu graph / siyu store / baseline",
+            "persons found: siyu resolution / siyu store / baseline",
             f"{ours['persons_graph']:,} / {ours['persons_stored']:,} / {bv('persons')}",
         ],
         ["merges expected", fmt_int(n_merge)],
         [
-            "merges: siyu graph / siyu merge log / baseline",
+            "merges: siyu resolution / siyu merge log / baseline",
             f"{ours['merges']:,} / {ours['merges_logged']:,} / {bv('merges')}",
         ],
         ["siyu refused merges", fmt_int(ours["refusals"])],
         ["identities: siyu / baseline", f"{ours['identities']:,} / {bv('identities')}"],
-        ["siyu graph working set (RSS growth after resolve)", f"{ours['rss_graph']:,.0f} MiB"],
     ]
+    if graph:
+        same = (graph["persons_stored"], graph["identities"], graph["merges"]) == (
+            ours["persons_stored"],
+            ours["identities"],
+            ours["merges"],
+        )
+        checks.append(["graph path: same persons, identities and merges", "yes" if same else "NO"])
+        checks.append(["ratio total: siyu / graph path throughput", ratio(graph["total"], ours["total"])])
     if base:
         agree = ours["persons_stored"] == base["persons"] == ours["persons_graph"]
         checks.append(["siyu and baseline agree on persons", "yes" if agree else "NO"])
-        checks.append(["ratio resolve: siyu / union-find throughput", ratio(base["resolve"], ours["resolve"])])
         checks.append(["ratio total: siyu / baseline throughput", ratio(base["total"], ours["total"])])
         checks.append(
             ["ratio total: siyu / baseline throughput, by CPU time", ratio(base["cpu_total"], ours["cpu_total"])]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,3 +24,19 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+class StageTimer:
+    """Logs how long each stage of a long operation took, at INFO on ``log``: wall and CPU time."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.last = time.perf_counter()
+        self.last_cpu = time.process_time()
+
+    def lap(self, name: str) -> None:
+        """Log the wall time since the last lap, and the process's CPU time (all threads)."""
+        now, cpu = time.perf_counter(), time.process_time()
+        self.log.info(self.what + " %s: %.2fs (cpu %.2fs)", name, now - self.last, cpu - self.last_cpu)
+        self.last, self.last_cpu = now, cpu

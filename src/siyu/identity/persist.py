@@ -5,10 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, bindparam, select, update
 
 from siyu.identity.graph import IdentityGraph
@@ -22,9 +26,30 @@ from siyu.store.ops.schema import (
     persons,
     staff_relations,
 )
-from siyu.store.ops.upsert import bulk_insert, bulk_load, remember_sqlite_texts, sqlite_text, sqlite_value
+from siyu.store.ops.upsert import (
+    bulk_insert,
+    bulk_load,
+    micros_texts,
+    remember_sqlite_texts,
+    sqlite_text,
+    sqlite_value,
+)
 from siyu.tags.holders import move_person_tags
 from siyu.timeutil import as_utc
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """New persons and identities decided without the graph (:mod:`siyu.identity.vectorised`).
+
+    Persons: ids with their first / last seen (µs since the epoch, UTC). Identities, per type:
+    the values, their persons' ids and when each was first seen (µs).
+    """
+
+    person_ids: list[str]
+    person_first: np.ndarray
+    person_last: np.ndarray
+    identities: list[tuple[str, pa.Array, list[str], np.ndarray]]
 
 
 def write_graph(
@@ -34,10 +59,12 @@ def write_graph(
     *,
     trait_strategies: Mapping[str, str],
     now: datetime,
+    new_rows: NewRows | None = None,
 ) -> None:
     """Persist new persons and identities, applied and refused merges, and first/last seen.
 
     ``seen`` maps each (surviving) person to the (earliest, latest) timestamp of its messages.
+    ``new_rows`` adds persons and identities resolved outside the graph.
     """
     # On SQLite the rows are built as stored (timestamps as text), converting each distinct
     # timestamp once: a message's time recurs in its identities and its person's first/last seen.
@@ -45,8 +72,12 @@ def write_graph(
     if conn.dialect.name == "sqlite":
         texts = {now: sqlite_value(now)}
         remember_sqlite_texts(itertools.chain(_stamps(graph), (t for span in seen.values() for t in span)), texts)
-    bulk_load(conn, persons, _PERSON_COLUMNS, _person_rows(graph, seen, now, texts), prepared=True)
-    bulk_load(conn, identities, _IDENTITY_COLUMNS, _identity_rows(graph, texts), prepared=True)
+    person_rows = _person_rows(graph, seen, now, texts)
+    identity_rows = _identity_rows(graph, texts)
+    if new_rows is not None:
+        person_rows, identity_rows = _with_new_rows(conn, new_rows, now, texts, person_rows, identity_rows)
+    bulk_load(conn, persons, _PERSON_COLUMNS, person_rows, prepared=True)
+    bulk_load(conn, identities, _IDENTITY_COLUMNS, identity_rows, prepared=True)
     _apply_merges(conn, graph, trait_strategies, now)
     _log_merges(conn, graph, now)
     existing = [(pid, span) for pid, span in seen.items() if pid not in graph.new_persons]
@@ -112,6 +143,59 @@ def _identity_rows(graph: IdentityGraph, texts: dict[Any, Any] | None) -> list[t
         rows.sort(key=itemgetter(1))
         out += rows
     return out
+
+
+def _with_new_rows(
+    conn: Connection,
+    new: NewRows,
+    now: datetime,
+    texts: dict[Any, Any] | None,
+    person_rows: list[tuple[Any, ...]],
+    identity_rows: list[tuple[Any, ...]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The graph's rows with ``new``'s added, both still in primary-key order.
+
+    ``new``'s rows are sorted with Arrow; appended to the graph's sorted rows they form two sorted
+    runs, which Python's sort merges in one linear pass.
+    """
+    dialect = conn.dialect.name
+    created = sqlite_text(now, texts) if texts is not None else now
+    people = list(
+        zip(
+            new.person_ids,
+            itertools.repeat(created),
+            micros_texts(new.person_first, dialect),
+            micros_texts(new.person_last, dialect),
+            itertools.repeat(None),
+            strict=False,
+        )
+    )
+    if person_rows:
+        people = person_rows + people
+        people.sort(key=itemgetter(0))
+    by_type: dict[str, list[tuple[Any, ...]]] = {}
+    for row in identity_rows:
+        by_type.setdefault(row[0], []).append(row)
+    for t, values, owners, first in new.identities:
+        order = pc.sort_indices(values)
+        rows = list(
+            zip(
+                itertools.repeat(t),
+                values.take(order).to_pylist(),
+                np.asarray(owners, dtype=object)[order.to_numpy()].tolist(),
+                micros_texts(first[order.to_numpy()], dialect),
+                strict=False,
+            )
+        )
+        have = by_type.get(t)
+        if have:
+            rows = have + rows
+            rows.sort(key=itemgetter(1))
+        by_type[t] = rows
+    out: list[tuple[Any, ...]] = []
+    for t in sorted(by_type):
+        out += by_type[t]
+    return people, out
 
 
 def widen_spans(conn: Connection, spans: Sequence[tuple[str, tuple[datetime, datetime]]]) -> None:

@@ -11,7 +11,6 @@ strict mode) return ``None`` and go through the row-by-row path instead.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,10 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from siyu.identity.normalize import IdentityValueError
-from siyu.identity.resolve import Sighting, resolve_sightings
+from siyu.identity.vectorised import SightingColumns, resolve_columns
 from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
-from siyu.perf import gc_paused
+from siyu.perf import StageTimer, gc_paused
 from siyu.store.feed import apply_changes
 from siyu.store.state import fold_seen
 
@@ -113,7 +112,7 @@ def _import(
     latest = now + timedelta(seconds=settings.max_future_seconds)
     screen = ingestor.validator.screen
     con = store.con  # temp tables live on the writer's connection, inside its write lock
-    timer = _Timer()
+    timer = StageTimer(log, "bulk import")
     src = f"read_parquet({_lit(str(path))}, file_row_number = true)"
     event_col = _q(by_role["event"])
     if ingestor.plan.events():  # only then can an event of this file need the row path
@@ -287,20 +286,14 @@ def _import(
               FROM _chk WHERE {fresh_where} GROUP BY ALL)
         ORDER BY _first_row""").to_arrow_table()
     timer.lap("combos")
-    keys = _keys(present, [combos.column(f"_{r}").to_pylist() for r in present])
-    sightings = [
-        Sighting(k, first, last, mid)
-        for k, first, last, mid in zip(
-            keys,
-            _datetimes(combos.column("_first")),
-            _datetimes(combos.column("_last")),
-            combos.column("_first_mid").to_pylist(),
-            strict=True,
-        )
-    ]
-    timer.lap("sightings")
+    sightings = SightingColumns(
+        identities={r: combos.column(f"_{r}") for r in present},
+        first=combos.column("_first"),
+        last=combos.column("_last"),
+        message_id=combos.column("_first_mid"),
+    )
     with ingestor.engine.begin() as conn:
-        resolution = resolve_sightings(
+        resolution = resolve_columns(
             conn,
             ingestor.rules,
             sightings,
@@ -386,14 +379,6 @@ def _props_json(props: list[str], nullable: set[str]) -> str:
     return f"(CASE WHEN {any_null} THEN json_merge_patch('{{}}', {obj}) ELSE {obj} END)::VARCHAR"
 
 
-def _keys(roles: list[str], columns: list[list[str | None]]) -> list[list[tuple[str, str]]]:
-    """The (type, value) keys of each combination, in priority order, absent values left out."""
-    if len(roles) == 1:
-        return [[(roles[0], v)] if v is not None else [] for v in columns[0]]
-    tagged = [[(r, v) if v is not None else None for v in col] for r, col in zip(roles, columns, strict=True)]
-    return [[k for k in ks if k is not None] for ks in zip(*tagged, strict=True)]
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -407,17 +392,3 @@ def _scalar(con: Any, sql: str) -> int:
     # fetchall, not fetchone: DuckDB keeps a half-read result open and refuses other work on
     # the connection (such as unregistering a view) until it is finished.
     return int(con.execute(sql).fetchall()[0][0])
-
-
-class _Timer:
-    """Logs how long each stage took (``siyu.ingest.bulk`` at INFO)."""
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-        self.last_cpu = time.process_time()
-
-    def lap(self, name: str) -> None:
-        """Log the wall time since the last lap, and the process's CPU time (all threads)."""
-        now, cpu = time.perf_counter(), time.process_time()
-        log.info("bulk import %s: %.2fs (cpu %.2fs)", name, now - self.last, cpu - self.last_cpu)
-        self.last, self.last_cpu = now, cpu

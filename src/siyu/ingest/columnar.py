@@ -37,11 +37,11 @@ import pyarrow.parquet as pq
 from siyu.identity.normalize import IdentityValueError
 from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.identity.traits import TraitUpdate, apply_trait_updates
-from siyu.ingest.bulk import _datetimes, _lit, _q, _scalar, _Timer
+from siyu.ingest.bulk import _datetimes, _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST, Checked
-from siyu.perf import gc_paused
+from siyu.perf import StageTimer, gc_paused
 from siyu.store.events import EVENTS_ARROW
 from siyu.store.feed import apply_changes
 from siyu.store.state import fold_seen
@@ -180,7 +180,7 @@ class _Job:
         self.source = source
         self.chunk_rows = max(1, chunk_rows)
         self.now = ingestor.now()
-        self.timer = _Timer()
+        self.timer = StageTimer(log, "bulk import")
         self.present = [r for r in self.settings.identity_priority if r in self.by_role]
         self.con.register("_src", self.table)
 

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, DateTime, Table, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -59,6 +61,19 @@ def remember_sqlite_texts(values: Iterable[Any], texts: dict[Any, Any]) -> None:
         except (pa.ArrowException, OverflowError, TypeError, ValueError):  # e.g. nanosecond values
             texts.update((v, sqlite_value(v)) for v in stamps)
     texts.update((v, sqlite_value(v)) for v in missing if not isinstance(v, datetime))
+
+
+def micros_texts(micros: np.ndarray, dialect: str) -> list[str]:
+    """Timestamps given as µs since the epoch (UTC), as text a raw insert of ``dialect`` takes.
+
+    SQLite: the text :func:`sqlite_value` makes of the UTC datetime (Arrow casts a naive
+    ``timestamp[us]`` to the same ``YYYY-MM-DD HH:MM:SS.ffffff``); PostgreSQL: that text with
+    ``+00`` (``COPY`` parses it as a ``timestamptz``).
+    """
+    text = pa.array(micros, pa.timestamp("us")).cast(pa.string())
+    if dialect == "postgresql":
+        text = pc.binary_join_element_wise(text, "+00", "")
+    return text.to_pylist()
 
 
 def sqlite_text(value: Any, texts: dict[Any, Any]) -> Any:

@@ -1,0 +1,291 @@
+"""Resolve many sightings at once, given as columns: most persons of a large import need no graph.
+
+The identity graph (:mod:`siyu.identity.graph`) decides sighting by sighting, a few microseconds
+of Python each. Most sightings of a large import belong to a group the graph would treat
+trivially, and those groups can be recognised with array operations. Split the sightings by the
+connected components of their identities (two identities are connected when one sighting carries
+both). A component is **simple** when
+
+* none of its identities is stored already,
+* exactly one of its sightings carries only identities not seen earlier in the batch (its
+  *creator*; a sighting without identities is never simple), and
+* it holds no more values of any type than that type's limit.
+
+In order, the graph then creates one person at the creator and attaches every later identity to
+it: each later sighting carries an identity seen before, which that one person owns; no limit is
+ever reached, so nothing is refused and nothing merged. So the outcome is known without running
+the graph: one person, first / last seen over the component's sightings, and each identity first
+seen at the first sighting carrying it. Every other component goes through the graph, in the
+original order, with the stored persons it touches loaded. Person ids are drawn in creation order
+across both kinds, so with the same id source the stores end up identical to
+:func:`~siyu.identity.resolve.resolve_sightings` on the same sightings (tests/test_identity_columns.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
+from sqlalchemy import Connection
+
+from siyu.identity.graph import IdentityGraph, IdentityRules, Key
+from siyu.identity.persist import NewRows, write_graph
+from siyu.identity.resolve import Resolution
+from siyu.ids import IdSource
+from siyu.perf import StageTimer, gc_paused
+
+log = logging.getLogger(__name__)
+#: Past this many distinct identities, one pass over the stored identities beats IN lists.
+SCAN_ABOVE = 20_000
+_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class SightingColumns:
+    """Sightings in order, one row each: the identities seen together, when, and by which message.
+
+    ``identities`` maps an identity type to a string column, null where the sighting has no value
+    of that type (values already cleaned and normalised). ``first`` / ``last`` are
+    ``timestamp[us, UTC]`` columns; ``message_id`` a string column (null allowed).
+    """
+
+    identities: Mapping[str, pa.Array]
+    first: pa.Array
+    last: pa.Array
+    message_id: pa.Array
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
+def resolve_columns(
+    conn: Connection,
+    rules: IdentityRules,
+    sightings: SightingColumns,
+    *,
+    trait_strategies: Mapping[str, str],
+    now: datetime,
+    make_id: Callable[[], str] | None = None,
+) -> Resolution:
+    """Resolve ``sightings`` in order and write the outcome in ``conn``'s transaction.
+
+    Same outcome as :func:`~siyu.identity.resolve.resolve_sightings` over the same sightings (see
+    the module docstring); ``people`` holds each sighting's surviving person.
+    """
+    unknown = set(sightings.identities) - set(rules.priority)
+    if unknown:
+        raise ValueError(f"identity types not in the priority order: {sorted(unknown)}")
+    make_id = make_id if make_id is not None else IdSource()
+    timer = StageTimer(log, "identity columns")
+    n = len(sightings)
+    types = [t for t in rules.priority if t in sightings.identities]
+    columns = [_array(sightings.identities[t]) for t in types]
+    first_us = _micros(sightings.first)
+    last_us = _micros(sightings.last)
+
+    # Every (sighting, identity) occurrence, ordered by sighting and, within one, by priority;
+    # each distinct identity gets a code: codes[offsets[r]:offsets[r + 1]] are type r's values.
+    seq_parts, code_parts, dictionaries = [], [], []
+    offsets = [0]
+    for col in columns:
+        present = col.is_valid().to_numpy(zero_copy_only=False)
+        encoded = pc.dictionary_encode(col.filter(present))
+        seq_parts.append(np.flatnonzero(present))
+        code_parts.append(encoded.indices.to_numpy().astype(np.int64) + offsets[-1])
+        dictionaries.append(encoded.dictionary)
+        offsets.append(offsets[-1] + len(encoded.dictionary))
+    n_keys = offsets[-1]
+    seq = np.concatenate(seq_parts) if seq_parts else np.zeros(0, np.int64)
+    code = np.concatenate(code_parts) if code_parts else np.zeros(0, np.int64)
+    order = np.argsort(seq, kind="stable")
+    seq, code = seq[order], code[order]
+
+    # Connected components of the identities (consecutive identities of one sighting are linked).
+    n_comps, label = _components(seq, code, n_keys)
+    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
+    comp = np.full(n, -1, np.int64)  # -1: a sighting without identities
+    comp[seq[starts]] = label[code[starts]]
+
+    # Creators: sightings all of whose identities first occur in them.
+    first_seq = np.full(n_keys, n, np.int64)
+    np.minimum.at(first_seq, code, seq)
+    occurrences = np.bincount(seq, minlength=n)
+    firsts = np.bincount(seq, weights=first_seq[code] == seq, minlength=n)
+    creator = (occurrences > 0) & (firsts == occurrences)
+
+    hard = np.bincount(comp[creator], minlength=n_comps) != 1
+    for r, t in enumerate(types):
+        limit = rules.limits.get(t)
+        if limit is not None:
+            hard |= np.bincount(label[offsets[r] : offsets[r + 1]], minlength=n_comps) > limit
+    stored = _stored(conn, types, dictionaries, n_keys, offsets)
+    owners = {p for p in stored.values()}
+    if stored:
+        hard[label[np.fromiter(stored, np.int64, len(stored))]] = True
+    in_graph = (comp < 0) | hard[np.maximum(comp, 0)] if n_comps else np.ones(n, bool)
+    timer.lap("partition")
+
+    with gc_paused():
+        graph = IdentityGraph(rules, make_id)
+        graph.load_persons(conn, owners)
+        # Person ids in creation order: the simple creators' ids drawn between the graph's sightings.
+        simple_creators = np.flatnonzero(creator & ~in_graph)
+        graph_seqs = np.flatnonzero(in_graph)
+        before = np.searchsorted(simple_creators, graph_seqs).tolist()
+        keys = _keys(types, [col.take(graph_seqs).to_pylist() for col in columns], len(graph_seqs))
+        at = _datetimes(first_us[graph_seqs])
+        message_ids = _array(sightings.message_id).take(graph_seqs).to_pylist()
+        ids: list[str] = []
+        raw = []
+        for i, k in enumerate(keys):
+            if before[i] > len(ids):
+                ids += [make_id() for _ in range(before[i] - len(ids))]
+            raw.append(graph.resolve(k, at[i], message_ids[i]))
+        ids += [make_id() for _ in range(len(simple_creators) - len(ids))]
+        graph_people = [graph.find(p) for p in raw]
+        timer.lap(f"graph ({len(raw)} of {n} sightings)")
+
+        person_of_comp = np.empty(n_comps, dtype=object)
+        person_of_comp[comp[simple_creators]] = ids
+        people = np.empty(n, dtype=object)
+        people[~in_graph] = person_of_comp[comp[~in_graph]]
+        people[graph_seqs] = graph_people
+
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        lasts = _datetimes(last_us[graph_seqs])
+        for person, a, b in zip(graph_people, at, lasts, strict=True):
+            span = spans.get(person)
+            spans[person] = (a, b) if span is None else (min(span[0], a), max(span[1], b))
+        write_graph(
+            conn,
+            graph,
+            spans,
+            trait_strategies=trait_strategies,
+            now=now,
+            new_rows=_new_rows(
+                comp, in_graph, simple_creators, ids, person_of_comp, first_us, last_us, first_seq, label, hard,
+                types, dictionaries, offsets,
+            ),
+        )
+        timer.lap("write")
+    return Resolution(
+        people=people.tolist(),
+        new_persons=len(ids) + sum(1 for p in graph.new_persons if graph.find(p) == p),
+        merges=len(graph.merges),
+        refused_merges=len(graph.refusals),
+    )
+
+
+def _new_rows(
+    comp: np.ndarray,
+    in_graph: np.ndarray,
+    simple_creators: np.ndarray,
+    ids: list[str],
+    person_of_comp: np.ndarray,
+    first_us: np.ndarray,
+    last_us: np.ndarray,
+    first_seq: np.ndarray,
+    label: np.ndarray,
+    hard: np.ndarray,
+    types: list[str],
+    dictionaries: list[pa.Array],
+    offsets: list[int],
+) -> NewRows:
+    """The simple components' persons (first / last seen over their sightings) and identities."""
+    simple = np.flatnonzero(~in_graph)
+    earliest = np.full(len(person_of_comp), np.iinfo(np.int64).max, np.int64)
+    latest = np.full(len(person_of_comp), np.iinfo(np.int64).min, np.int64)
+    np.minimum.at(earliest, comp[simple], first_us[simple])
+    np.maximum.at(latest, comp[simple], last_us[simple])
+    created = comp[simple_creators]
+    identities = []
+    for r, t in enumerate(types):
+        codes = np.arange(offsets[r], offsets[r + 1])
+        keep = ~hard[label[codes]]
+        codes = codes[keep]
+        identities.append(
+            (
+                t,
+                dictionaries[r].filter(pa.array(keep)),
+                person_of_comp[label[codes]].tolist(),
+                first_us[first_seq[codes]],
+            )
+        )
+    return NewRows(ids, earliest[created], latest[created], identities)
+
+
+def _components(seq: np.ndarray, code: np.ndarray, n_keys: int) -> tuple[int, np.ndarray]:
+    """Connected components of the identity codes; consecutive occurrences of one sighting link."""
+    if not n_keys:
+        return 0, np.zeros(0, np.int64)
+    linked = seq[1:] == seq[:-1]
+    edges = coo_array(
+        (np.ones(int(linked.sum()), np.int8), (code[:-1][linked], code[1:][linked])), shape=(n_keys, n_keys)
+    )
+    n_comps, label = connected_components(edges, directed=False)
+    return int(n_comps), label.astype(np.int64)
+
+
+def _stored(
+    conn: Connection, types: list[str], dictionaries: list[pa.Array], n_keys: int, offsets: list[int]
+) -> dict[int, str]:
+    """The codes of the batch's identities that the ops store holds, with their persons."""
+    if conn.exec_driver_sql("SELECT 1 FROM identities LIMIT 1").first() is None:
+        return {}
+    found: dict[int, str] = {}
+    if n_keys > SCAN_ABOVE:
+        by_type: dict[str, tuple[list[str], list[str]]] = {t: ([], []) for t in types}
+        for t, v, p in conn.exec_driver_sql("SELECT type, value, person_id FROM identities"):
+            pair = by_type.get(t)
+            if pair is not None:
+                pair[0].append(v)
+                pair[1].append(p)
+        for r, t in enumerate(types):
+            values, persons = by_type[t]
+            if not values:
+                continue
+            at = pc.fill_null(pc.index_in(dictionaries[r], value_set=pa.array(values, pa.string())), -1).to_numpy()
+            for i in np.flatnonzero(at >= 0).tolist():
+                found[offsets[r] + i] = persons[at[i]]
+        return found
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    for r, t in enumerate(types):
+        values = dictionaries[r].to_pylist()
+        position = {v: i for i, v in enumerate(values)}
+        for i in range(0, len(values), _CHUNK):
+            part = values[i : i + _CHUNK]
+            marks = ", ".join([mark] * len(part))
+            sql = f"SELECT value, person_id FROM identities WHERE type = {mark} AND value IN ({marks})"
+            for v, p in conn.exec_driver_sql(sql, (t, *part)):
+                found[offsets[r] + position[v]] = p
+    return found
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Microseconds since the epoch (UTC) of a timestamp column."""
+    return np.asarray(_array(column).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(), np.int64)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _datetimes(micros: np.ndarray) -> list[datetime]:
+    return [_EPOCH + timedelta(microseconds=m) for m in micros.tolist()]
+
+
+def _keys(types: list[str], columns: list[list[str | None]], rows: int) -> list[list[Key]]:
+    """The (type, value) keys of each of ``rows`` rows, in priority order, absent values left out."""
+    if not columns:
+        return [[] for _ in range(rows)]
+    return [[(t, v) for t, v in zip(types, row, strict=True) if v is not None] for row in zip(*columns, strict=True)]
