@@ -152,9 +152,7 @@ def run_columns(columns: Any, db: Path, ops_url: str | None = None) -> dict[str,
             conn = conn_cm.__enter__()
             try:
                 with timed(out, "resolve"):
-                    result = resolve_columns(
-                        conn, rules, columns, trait_strategies=settings.trait_strategies, now=now
-                    )
+                    result = resolve_columns(conn, rules, columns, trait_strategies=settings.trait_strategies, now=now)
             except BaseException as exc:
                 conn_cm.__exit__(type(exc), exc, exc.__traceback__)
                 raise

@@ -347,3 +347,43 @@ def test_column_join_stores_what_the_hash_join_stores(tmp_path: Path, monkeypatc
     assert calls  # the second import did take the column join
     assert snapshots[0] == snapshots[1]
     assert snapshots[0][0]["accepted"] == 6
+
+
+def test_a_failing_ops_write_rolls_the_events_back_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ops store is written in a thread beside the events insert: its failure leaves both stores as they were."""
+    from siyu.identity.vectorised import Decision
+
+    first, second = tmp_path / "first.parquet", tmp_path / "second.parquet"
+    now = datetime.now(UTC) - timedelta(days=1)
+    for path, start in ((first, 0), (second, 100)):
+        ids = range(start, start + 60)
+        pq.write_table(
+            pa.table(
+                {
+                    "message_id": [f"id-{i}" for i in ids],
+                    "event": ["view"] * 60,
+                    "timestamp": pa.array([now + timedelta(minutes=i) for i in ids], pa.timestamp("us", tz="UTC")),
+                    "member_id": [f"m{i % 20}" for i in ids],
+                }
+            ),
+            path,
+        )
+    home = tmp_path / "home"
+    with Runtime.open(Settings(home=home)) as rt:
+        import_file(rt.ingestor, first, "events")
+        before = _snapshot(rt), rt.events.counts()
+    real_write = Decision.write
+
+    def failing_write(self: Decision, conn: object, **kwargs: object) -> None:
+        real_write(self, conn, **kwargs)  # type: ignore[arg-type]
+        raise OSError("disk full (injected after the rows were written, before the commit)")
+
+    monkeypatch.setattr(Decision, "write", failing_write)
+    with Runtime.open(Settings(home=home)) as rt:
+        with pytest.raises(OSError, match="disk full"):
+            import_file(rt.ingestor, second, "events")
+        assert (_snapshot(rt), rt.events.counts()) == before
+    monkeypatch.setattr(Decision, "write", real_write)
+    with Runtime.open(Settings(home=home)) as rt:  # and a retry then stores it all
+        assert import_file(rt.ingestor, second, "events").result.accepted == 60
+        assert rt.events.counts()["events"] == before[1]["events"] + 60

@@ -65,6 +65,36 @@ class SightingColumns:
         return len(self.first)
 
 
+@dataclass
+class Decision:
+    """What :func:`decide_columns` decided, before anything is written.
+
+    ``people`` holds each sighting's surviving person; :meth:`write` stores the outcome.
+    """
+
+    people: list[str]
+    graph: IdentityGraph
+    spans: dict[str, tuple[datetime, datetime]]
+    new_rows: NewRows
+
+    def write(self, conn: Connection, *, trait_strategies: Mapping[str, str], now: datetime) -> None:
+        """Write the new persons, identities, merges and first / last seen in ``conn``'s transaction."""
+        with gc_paused():
+            write_graph(
+                conn, self.graph, self.spans, trait_strategies=trait_strategies, now=now, new_rows=self.new_rows
+            )
+
+    def resolution(self) -> Resolution:
+        """The summary the write paths report."""
+        graph = self.graph
+        return Resolution(
+            people=self.people,
+            new_persons=len(self.new_rows.person_ids) + sum(1 for p in graph.new_persons if graph.find(p) == p),
+            merges=len(graph.merges),
+            refused_merges=len(graph.refusals),
+        )
+
+
 def resolve_columns(
     conn: Connection,
     rules: IdentityRules,
@@ -79,17 +109,86 @@ def resolve_columns(
     Same outcome as :func:`~siyu.identity.resolve.resolve_sightings` over the same sightings (see
     the module docstring); ``people`` holds each sighting's surviving person.
     """
+    decision = decide_columns(conn, rules, sightings, make_id=make_id)
+    decision.write(conn, trait_strategies=trait_strategies, now=now)
+    return decision.resolution()
+
+
+def decide_columns(
+    conn: Connection,
+    rules: IdentityRules,
+    sightings: SightingColumns,
+    *,
+    make_id: Callable[[], str] | None = None,
+) -> Decision:
+    """Decide every sighting's person (reading the stored identities through ``conn``); write nothing.
+
+    A caller may hand the :class:`Decision`'s ``write`` to another thread while it stores the
+    events, which need only ``people``.
+    """
     unknown = set(sightings.identities) - set(rules.priority)
     if unknown:
         raise ValueError(f"identity types not in the priority order: {sorted(unknown)}")
     make_id = make_id if make_id is not None else IdSource()
     timer = StageTimer(log, "identity columns")
-    n = len(sightings)
     types = [t for t in rules.priority if t in sightings.identities]
     columns = [_array(sightings.identities[t]) for t in types]
-    first_us = _micros(sightings.first)
-    last_us = _micros(sightings.last)
+    part = _partition(conn, rules, types, columns)
+    timer.lap("partition")
+    first_us, last_us = _micros(sightings.first), _micros(sightings.last)
+    n = len(sightings)
+    with gc_paused():
+        graph = IdentityGraph(rules, make_id)
+        graph.load_persons(conn, part.owners)
+        # Person ids in creation order: the simple creators' ids drawn between the graph's sightings.
+        simple_creators = np.flatnonzero(part.creator & ~part.in_graph)
+        graph_seqs = np.flatnonzero(part.in_graph)
+        before = np.searchsorted(simple_creators, graph_seqs).tolist()
+        keys = _keys(types, [col.take(graph_seqs).to_pylist() for col in columns], len(graph_seqs))
+        at = _datetimes(first_us[graph_seqs])
+        message_ids = _array(sightings.message_id).take(graph_seqs).to_pylist()
+        ids: list[str] = []
+        raw = []
+        for i, k in enumerate(keys):
+            if before[i] > len(ids):
+                ids += [make_id() for _ in range(before[i] - len(ids))]
+            raw.append(graph.resolve(k, at[i], message_ids[i]))
+        ids += [make_id() for _ in range(len(simple_creators) - len(ids))]
+        graph_people = [graph.find(p) for p in raw]
+        timer.lap(f"graph ({len(raw)} of {n} sightings)")
 
+        person_of_comp = np.empty(part.n_comps, dtype=object)
+        person_of_comp[part.comp[simple_creators]] = ids
+        people = np.empty(n, dtype=object)
+        simple = ~part.in_graph
+        people[simple] = person_of_comp[part.comp[simple]]
+        people[graph_seqs] = graph_people
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        for person, a, b in zip(graph_people, at, _datetimes(last_us[graph_seqs]), strict=True):
+            span = spans.get(person)
+            spans[person] = (a, b) if span is None else (min(span[0], a), max(span[1], b))
+        new_rows = _new_rows(part, simple_creators, ids, person_of_comp, first_us, last_us, types)
+    return Decision(people.tolist(), graph, spans, new_rows)
+
+
+@dataclass(frozen=True)
+class _Partition:
+    """The identity codes' components, and which sightings the graph must take."""
+
+    n_comps: int
+    comp: np.ndarray  # per sighting: its component (-1: no identities)
+    label: np.ndarray  # per identity code: its component
+    first_seq: np.ndarray  # per identity code: the first sighting carrying it
+    creator: np.ndarray  # per sighting: all its identities first occur in it
+    hard: np.ndarray  # per component: the graph must decide it
+    in_graph: np.ndarray  # per sighting
+    owners: set[str]  # stored persons owning one of the batch's identities
+    dictionaries: list[pa.Array]  # per type: its distinct values (code = offset + position)
+    offsets: list[int]
+
+
+def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns: list[pa.Array]) -> _Partition:
+    n = len(columns[0]) if columns else 0
     # Every (sighting, identity) occurrence, ordered by sighting and, within one, by priority;
     # each distinct identity gets a code: codes[offsets[r]:offsets[r + 1]] are type r's values.
     seq_parts, code_parts, dictionaries = [], [], []
@@ -107,13 +206,11 @@ def resolve_columns(
     order = np.argsort(seq, kind="stable")
     seq, code = seq[order], code[order]
 
-    # Connected components of the identities (consecutive identities of one sighting are linked).
     n_comps, label = _components(seq, code, n_keys)
     starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
-    comp = np.full(n, -1, np.int64)  # -1: a sighting without identities
+    comp = np.full(n, -1, np.int64)
     comp[seq[starts]] = label[code[starts]]
 
-    # Creators: sightings all of whose identities first occur in them.
     first_seq = np.full(n_keys, n, np.int64)
     np.minimum.at(first_seq, code, seq)
     occurrences = np.bincount(seq, minlength=n)
@@ -126,96 +223,42 @@ def resolve_columns(
         if limit is not None:
             hard |= np.bincount(label[offsets[r] : offsets[r + 1]], minlength=n_comps) > limit
     stored = _stored(conn, types, dictionaries, n_keys, offsets)
-    owners = {p for p in stored.values()}
     if stored:
         hard[label[np.fromiter(stored, np.int64, len(stored))]] = True
     in_graph = (comp < 0) | hard[np.maximum(comp, 0)] if n_comps else np.ones(n, bool)
-    timer.lap("partition")
-
-    with gc_paused():
-        graph = IdentityGraph(rules, make_id)
-        graph.load_persons(conn, owners)
-        # Person ids in creation order: the simple creators' ids drawn between the graph's sightings.
-        simple_creators = np.flatnonzero(creator & ~in_graph)
-        graph_seqs = np.flatnonzero(in_graph)
-        before = np.searchsorted(simple_creators, graph_seqs).tolist()
-        keys = _keys(types, [col.take(graph_seqs).to_pylist() for col in columns], len(graph_seqs))
-        at = _datetimes(first_us[graph_seqs])
-        message_ids = _array(sightings.message_id).take(graph_seqs).to_pylist()
-        ids: list[str] = []
-        raw = []
-        for i, k in enumerate(keys):
-            if before[i] > len(ids):
-                ids += [make_id() for _ in range(before[i] - len(ids))]
-            raw.append(graph.resolve(k, at[i], message_ids[i]))
-        ids += [make_id() for _ in range(len(simple_creators) - len(ids))]
-        graph_people = [graph.find(p) for p in raw]
-        timer.lap(f"graph ({len(raw)} of {n} sightings)")
-
-        person_of_comp = np.empty(n_comps, dtype=object)
-        person_of_comp[comp[simple_creators]] = ids
-        people = np.empty(n, dtype=object)
-        people[~in_graph] = person_of_comp[comp[~in_graph]]
-        people[graph_seqs] = graph_people
-
-        spans: dict[str, tuple[datetime, datetime]] = {}
-        lasts = _datetimes(last_us[graph_seqs])
-        for person, a, b in zip(graph_people, at, lasts, strict=True):
-            span = spans.get(person)
-            spans[person] = (a, b) if span is None else (min(span[0], a), max(span[1], b))
-        write_graph(
-            conn,
-            graph,
-            spans,
-            trait_strategies=trait_strategies,
-            now=now,
-            new_rows=_new_rows(
-                comp, in_graph, simple_creators, ids, person_of_comp, first_us, last_us, first_seq, label, hard,
-                types, dictionaries, offsets,
-            ),
-        )
-        timer.lap("write")
-    return Resolution(
-        people=people.tolist(),
-        new_persons=len(ids) + sum(1 for p in graph.new_persons if graph.find(p) == p),
-        merges=len(graph.merges),
-        refused_merges=len(graph.refusals),
+    return _Partition(
+        n_comps, comp, label, first_seq, creator, hard, in_graph, set(stored.values()), dictionaries, offsets
     )
 
 
 def _new_rows(
-    comp: np.ndarray,
-    in_graph: np.ndarray,
+    part: _Partition,
     simple_creators: np.ndarray,
     ids: list[str],
     person_of_comp: np.ndarray,
     first_us: np.ndarray,
     last_us: np.ndarray,
-    first_seq: np.ndarray,
-    label: np.ndarray,
-    hard: np.ndarray,
     types: list[str],
-    dictionaries: list[pa.Array],
-    offsets: list[int],
 ) -> NewRows:
     """The simple components' persons (first / last seen over their sightings) and identities."""
-    simple = np.flatnonzero(~in_graph)
-    earliest = np.full(len(person_of_comp), np.iinfo(np.int64).max, np.int64)
-    latest = np.full(len(person_of_comp), np.iinfo(np.int64).min, np.int64)
+    simple = np.flatnonzero(~part.in_graph)
+    comp = part.comp
+    earliest = np.full(part.n_comps, np.iinfo(np.int64).max, np.int64)
+    latest = np.full(part.n_comps, np.iinfo(np.int64).min, np.int64)
     np.minimum.at(earliest, comp[simple], first_us[simple])
     np.maximum.at(latest, comp[simple], last_us[simple])
     created = comp[simple_creators]
     identities = []
     for r, t in enumerate(types):
-        codes = np.arange(offsets[r], offsets[r + 1])
-        keep = ~hard[label[codes]]
+        codes = np.arange(part.offsets[r], part.offsets[r + 1])
+        keep = ~part.hard[part.label[codes]]
         codes = codes[keep]
         identities.append(
             (
                 t,
-                dictionaries[r].filter(pa.array(keep)),
-                person_of_comp[label[codes]].tolist(),
-                first_us[first_seq[codes]],
+                part.dictionaries[r].filter(pa.array(keep)),
+                person_of_comp[part.label[codes]].tolist(),
+                first_us[part.first_seq[codes]],
             )
         )
     return NewRows(ids, earliest[created], latest[created], identities)

@@ -11,7 +11,9 @@ strict mode) return ``None`` and go through the row-by-row path instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from siyu.identity.normalize import IdentityValueError
-from siyu.identity.vectorised import SightingColumns, resolve_columns
+from siyu.identity.vectorised import SightingColumns, decide_columns
 from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
 from siyu.perf import StageTimer, gc_paused
@@ -292,34 +294,39 @@ def _import(
         last=combos.column("_last"),
         message_id=combos.column("_first_mid"),
     )
-    with ingestor.engine.begin() as conn:
-        resolution = resolve_columns(
-            conn,
-            ingestor.rules,
-            sightings,
-            trait_strategies=settings.trait_strategies,
-            now=now,
-            make_id=ingestor.make_id,
-        )
-    timer.lap("identity graph + ops write")
-    con.register("_combos", combos.append_column("_person", pa.array(resolution.people, pa.string())))
-
-    # 5. Append the events and the change feed in one DuckDB transaction. Each row finds its
-    # combination by the 64-bit hash of its identity columns when no two combinations share one
-    # (checked here), else by the columns themselves (NULL matching NULL).
     on = " AND ".join(f"f._{r} IS NOT DISTINCT FROM c._{r}" for r in present)
     if _distinct_keys(combos):
         on = f"hash({', '.join(f'f._{r}' for r in present)}) = c._key"
+    # 5. The ops store takes the new persons and identities, and commits, in a thread of its own
+    # while DuckDB appends the events (which need only each combination's person): SQLite works on
+    # one core, DuckDB on the rest, and both release the GIL while they work. The ops transaction
+    # commits before the DuckDB one; if it fails, the events are rolled back with it.
     with store.transaction() as tx:
-        tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
-            c._id_type AS identity_type, c._id_value AS identity_value, c._ids AS identities,
-            'track' AS message_type, f._event AS name, f._ts AS ts, f._props AS properties,
-            {_lit(source)} AS source, TIMESTAMPTZ '{now.isoformat()}' AS received_at
-            FROM (SELECT * FROM _chk WHERE {fresh_where}) f JOIN _combos c ON {on}""")
-        timer.lap("events insert")
+        with ingestor.engine.connect() as conn:  # closing it rolls back a transaction left open
+            ops = conn.begin()
+            decision = decide_columns(conn, ingestor.rules, sightings, make_id=ingestor.make_id)
+            timer.lap("identity graph")
+            con.register("_combos", combos.append_column("_person", pa.array(decision.people, pa.string())))
+
+            def write_ops() -> None:
+                decision.write(conn, trait_strategies=settings.trait_strategies, now=now)
+                ops.commit()
+
+            with _alongside(write_ops):
+                # Each row finds its combination by the 64-bit hash of its identity columns when
+                # no two combinations share one (checked above), else by the columns themselves
+                # (NULL matching NULL).
+                tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
+                    c._id_type AS identity_type, c._id_value AS identity_value, c._ids AS identities,
+                    'track' AS message_type, f._event AS name, f._ts AS ts, f._props AS properties,
+                    {_lit(source)} AS source, TIMESTAMPTZ '{now.isoformat()}' AS received_at
+                    FROM (SELECT * FROM _chk WHERE {fresh_where}) f JOIN _combos c ON {on}""")
+                timer.lap("events insert (ops write alongside)")
+        timer.lap("ops write + commit (after the insert)")
         fold_seen(tx, "(SELECT _person AS person_id, _first AS first, _last AS last FROM _combos)")
         apply_changes(ingestor.engine, store, tx)
     timer.lap("change feed")
+    resolution = decision.resolution()
     ingestor.after_commit(lambda names: _stored_events(con, now, source, names))
     store.forget_seen_index()
     result.accepted = int(fresh)
@@ -327,6 +334,21 @@ def _import(
     if progress:
         progress(int(fresh))
     return result, len(rejected_rows), rejects
+
+
+@contextmanager
+def _alongside(work: Callable[[], None]) -> Iterator[None]:
+    """Run ``work`` in a thread while the block runs; after the block, wait for it and re-raise its error.
+
+    Even when the block fails the thread is waited for, so nothing it uses is torn down under it.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="siyu-alongside") as pool:
+        running = pool.submit(work)
+        try:
+            yield
+        finally:
+            wait([running])
+        running.result()
 
 
 def _stored_events(con: Any, received_at: datetime, source: str, names: frozenset[str]) -> pa.Table:
