@@ -140,14 +140,16 @@ def decide_columns(
     with gc_paused():
         graph = IdentityGraph(rules, make_id)
         graph.load_persons(conn, part.owners)
-        # Person ids in creation order: the simple creators' ids drawn between the graph's sightings.
+        # Person ids in creation order: the simple creators' ids drawn between the graph's sightings
+        # (an id source with ``many``, such as IdSource, hands them all out at once instead).
         simple_creators = np.flatnonzero(part.creator & ~part.in_graph)
         graph_seqs = np.flatnonzero(part.in_graph)
         before = np.searchsorted(simple_creators, graph_seqs).tolist()
         keys = _keys(types, [col.take(graph_seqs).to_pylist() for col in columns], len(graph_seqs))
         at = _datetimes(first_us[graph_seqs])
         message_ids = _array(sightings.message_id).take(graph_seqs).to_pylist()
-        ids: list[str] = []
+        many = getattr(make_id, "many", None)
+        ids: list[str] = many(len(simple_creators)) if many is not None else []
         raw = []
         for i, k in enumerate(keys):
             if before[i] > len(ids):
@@ -201,10 +203,20 @@ def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns
         dictionaries.append(encoded.dictionary)
         offsets.append(offsets[-1] + len(encoded.dictionary))
     n_keys = offsets[-1]
-    seq = np.concatenate(seq_parts) if seq_parts else np.zeros(0, np.int64)
-    code = np.concatenate(code_parts) if code_parts else np.zeros(0, np.int64)
-    order = np.argsort(seq, kind="stable")
-    seq, code = seq[order], code[order]
+    # In sighting order, types in priority order within one: each occurrence's place is its
+    # sighting's start plus how many earlier-priority types that sighting carries (no sort).
+    flat_seq = np.concatenate(seq_parts) if seq_parts else np.zeros(0, np.int64)
+    flat_code = np.concatenate(code_parts) if code_parts else np.zeros(0, np.int64)
+    occurrences = np.zeros(n, np.int64)  # per sighting; each type holds one value at most
+    place = np.empty(len(flat_seq), np.int64)
+    at = 0
+    for part in seq_parts:
+        place[at : at + len(part)] = occurrences[part]
+        occurrences[part] += 1
+        at += len(part)
+    place += (np.cumsum(occurrences) - occurrences)[flat_seq]
+    seq, code = np.empty_like(flat_seq), np.empty_like(flat_code)
+    seq[place], code[place] = flat_seq, flat_code
 
     n_comps, label = _components(seq, code, n_keys)
     starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
@@ -213,7 +225,6 @@ def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns
 
     first_seq = np.full(n_keys, n, np.int64)
     np.minimum.at(first_seq, code, seq)
-    occurrences = np.bincount(seq, minlength=n)
     firsts = np.bincount(seq, weights=first_seq[code] == seq, minlength=n)
     creator = (occurrences > 0) & (firsts == occurrences)
 
