@@ -89,16 +89,21 @@ ORDERS_ARROW = pa.schema(
 )
 
 _DDL = """
+-- Three columns with a value of their own in nearly every event (the message id, the identity
+-- set, the properties) are compressed with ZSTD: as small as DuckDB's default for them
+-- (DICT_FSST), as fast to read, and half the CPU to write. Person ids and identity values keep
+-- the default, which compresses their runs better (decision 014).
 CREATE TABLE IF NOT EXISTS events (
-    event_id VARCHAR NOT NULL,
+    event_id VARCHAR USING COMPRESSION zstd NOT NULL,
     person_id VARCHAR NOT NULL,
     identity_type VARCHAR,
     identity_value VARCHAR,
-    identities VARCHAR,  -- JSON text: [[type, value], …]
+    identities VARCHAR USING COMPRESSION zstd,  -- JSON text: [[type, value], …]
     message_type VARCHAR NOT NULL,
     name VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL,
-    properties VARCHAR,  -- JSON text (plain VARCHAR: no re-validation on insert, portable to Parquet)
+    -- JSON text (plain VARCHAR: no re-validation on insert, portable to Parquet)
+    properties VARCHAR USING COMPRESSION zstd,
     source VARCHAR,
     received_at TIMESTAMPTZ NOT NULL
 );
