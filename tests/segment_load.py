@@ -84,7 +84,7 @@ def load(store: EventStore, data: OracleData) -> None:
     con = store.con
     con.execute("BEGIN TRANSACTION")
     con.register("_ev", event_table)
-    con.execute("INSERT INTO events BY NAME SELECT * FROM _ev")
+    store.append_event_relation(con, "_ev")
     con.register("_or", order_table)
     con.execute("INSERT INTO orders BY NAME SELECT * FROM _or")
     con.register("_al", pa.table({"alias_id": list(resolve), "person_id": list(resolve.values())}))

@@ -74,7 +74,9 @@ def test_stored_json_encoded_by_the_worker_matches_the_message(api) -> None:
     )
     rows = {
         name: (json.loads(props), json.loads(ids))
-        for name, props, ids in api.duck("SELECT name, properties, identities FROM events WHERE source = 'api'")
+        for name, props, ids in api.duck(
+            "SELECT name, properties, identities FROM events_with_identities WHERE source = 'api'"
+        )
     }
     assert rows["$identify"] == ({"traits": {"plan": "gold"}}, [["user_id", "old-user"]])
     assert rows["clicked"] == ({"sku": "A-1", "n": 2}, [["anonymous_id", "dev-9"]])

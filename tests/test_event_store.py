@@ -239,3 +239,111 @@ def test_ingest_leaves_no_change_unapplied(api) -> None:
     assert apply(api.runtime) == 0
     # every change in the ops feed is in the event store, exactly once
     assert sorted(r[0] for r in change_rows(api.runtime)) == sorted(r["event_id"] for r in feed)
+
+
+# -- identity sets --------------------------------------------------------------------------------
+def sets_table(ids: list[str], identities: list[list[list[str]] | None]) -> pa.Table:
+    """Events carrying the given identity lists (None: a state change without identities)."""
+    table = event_table(ids)
+    texts = [None if keys is None else json.dumps(keys, separators=(",", ":")) for keys in identities]
+    return (
+        table.set_column(2, "identity_type", pa.array([k[0][0] if k else None for k in identities], pa.string()))
+        .set_column(3, "identity_value", pa.array([k[0][1] if k else None for k in identities], pa.string()))
+        .set_column(4, "identities", pa.array(texts, pa.string()))
+    )
+
+
+def stored_sets(store: EventStore) -> list[tuple[str, str, str]]:
+    return sorted(
+        store.cursor().execute("SELECT identity_type, identity_value, identities FROM identity_sets").fetchall()
+    )
+
+
+WITH_IDENTITIES = (
+    "SELECT event_id, identity_type, identity_value, identities FROM events_with_identities ORDER BY event_id"
+)
+A = [["member_id", "M1"], ["anonymous_id", "a1"]]
+B = [["anonymous_id", "a2"]]
+
+
+def test_each_identity_set_is_stored_once_and_events_read_back_with_it(store: EventStore) -> None:
+    with store.transaction() as con:
+        store.append_events(con, sets_table(["e1", "e2", "e3"], [A, A, B]))
+        store.append_events(con, sets_table(["e4"], [A]))  # a second append in the same transaction
+    with store.transaction() as con:
+        store.append_events(con, sets_table(["e5", "e6"], [B, None]))  # a later transaction
+    assert stored_sets(store) == sorted(
+        [("member_id", "M1", json.dumps(A, separators=(",", ":"))), ("anonymous_id", "a2", '[["anonymous_id","a2"]]')]
+    )
+    rows = store.cursor().execute(WITH_IDENTITIES).fetchall()
+    a, b = json.dumps(A, separators=(",", ":")), '[["anonymous_id","a2"]]'
+    assert rows == [
+        ("e1", "member_id", "M1", a),
+        ("e2", "member_id", "M1", a),
+        ("e3", "anonymous_id", "a2", b),
+        ("e4", "member_id", "M1", a),
+        ("e5", "anonymous_id", "a2", b),
+        ("e6", None, None, None),
+    ]
+
+
+def test_sets_of_a_rolled_back_transaction_are_written_again_later(store: EventStore) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as con:
+        store.append_events(con, sets_table(["r1"], [A]))
+        raise RuntimeError("abort")
+    assert stored_sets(store) == []
+    with store.transaction() as con:
+        store.append_events(con, sets_table(["r2"], [A]))
+    assert [s[1] for s in stored_sets(store)] == ["M1"]
+    assert store.cursor().execute("SELECT identities FROM events_with_identities").fetchall() == [
+        (json.dumps(A, separators=(",", ":")),)
+    ]
+
+
+def test_the_set_index_is_exact_even_when_two_ids_share_their_high_half() -> None:
+    from siyu.store.events import SetIndex
+
+    high = np.array([7, 7, 7, 1, MAX_U64], dtype=U64)
+    low = np.array([3, 1, 2, 9, 0], dtype=U64)
+    index = SetIndex(high, low)
+    probe_high = np.array([7, 7, 7, 7, 1, 1, MAX_U64, 0], dtype=U64)
+    probe_low = np.array([1, 2, 3, 4, 9, 8, 0, 0], dtype=U64)
+    assert index.missing(probe_high, probe_low).tolist() == [False, False, False, True, False, True, False, True]
+    index.add(np.array([7, 0], dtype=U64), np.array([4, 0], dtype=U64))
+    assert index.missing(probe_high, probe_low).tolist() == [False, False, False, False, False, True, False, False]
+
+
+def test_a_store_of_schema_1_is_migrated_on_open(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute("""CREATE TABLE events (event_id VARCHAR NOT NULL, person_id VARCHAR NOT NULL, identity_type VARCHAR,
+        identity_value VARCHAR, identities VARCHAR, message_type VARCHAR NOT NULL, name VARCHAR NOT NULL,
+        ts TIMESTAMPTZ NOT NULL, properties VARCHAR, source VARCHAR, received_at TIMESTAMPTZ NOT NULL)""")
+    old.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    old.execute("INSERT INTO store_meta VALUES ('schema_version', '1')")
+    a = json.dumps(A, separators=(",", ":"))
+    old.execute(
+        f"""INSERT INTO events VALUES
+        ('e1', 'p1', 'member_id', 'M1', '{a}', 'track', 'x', TIMESTAMPTZ '2024-01-01 00:00:00+00', '{{}}', 't',
+         TIMESTAMPTZ '2024-01-01 00:00:00+00'),
+        ('e2', 'p1', 'member_id', 'M1', '{a}', 'track', 'y', TIMESTAMPTZ '2024-01-02 00:00:00+00', '{{}}', 't',
+         TIMESTAMPTZ '2024-01-01 00:00:00+00'),
+        ('c1', 'p1', NULL, NULL, NULL, 'change', '$trait_changed', TIMESTAMPTZ '2024-01-03 00:00:00+00', '{{}}',
+         'siyu', TIMESTAMPTZ '2024-01-01 00:00:00+00')"""
+    )
+    old.close()
+    store = EventStore(path)
+    try:
+        rows = store.cursor().execute(WITH_IDENTITIES).fetchall()
+        assert rows == [("c1", None, None, None), ("e1", "member_id", "M1", a), ("e2", "member_id", "M1", a)]
+        assert stored_sets(store) == [("member_id", "M1", a)]
+        assert store.get_meta("schema_version") == "2"
+        columns = [r[0] for r in store.cursor().execute("DESCRIBE events").fetchall()]
+        assert "identities" not in columns and "identity_set" in columns
+        with store.transaction() as con:  # and a new event with the same identities names the same set
+            store.append_events(con, sets_table(["e3"], [A]))
+        assert stored_sets(store) == [("member_id", "M1", a)]
+    finally:
+        store.close()

@@ -112,7 +112,7 @@ def _snapshot(rt: Runtime) -> dict[str, object]:
     cur = rt.events.cursor()
     events = cur.execute(
         "SELECT event_id, name, ts, properties, identity_type, identity_value, identities "
-        "FROM events WHERE message_type = 'track' ORDER BY event_id"
+        "FROM events_with_identities WHERE message_type = 'track' ORDER BY event_id"
     ).fetchall()
     persons = cur.execute(
         "SELECT list(event_id ORDER BY event_id) FROM events_resolved WHERE message_type = 'track' GROUP BY person_id"

@@ -28,6 +28,7 @@ from siyu.identity.vectorised import SightingColumns, decide_columns
 from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
 from siyu.perf import StageTimer, gc_paused
+from siyu.store.events import set_from_halves, set_halves
 from siyu.store.feed import apply_changes
 from siyu.store.state import fold_seen
 
@@ -287,13 +288,14 @@ def _import(
         + ", ".join(f"CASE WHEN _{r} IS NOT NULL THEN ['{r}', _{r}] END" for r in present)
         + "], lambda x: x IS NOT NULL))::VARCHAR"
     )
-    combos = con.sql(f"""SELECT {id_cols}, hash({id_cols}) AS _key,
+    combos = con.sql(f"""SELECT *, {set_halves("md5_number(_ids)", "_set_high", "_set_low")} FROM (
+        SELECT {id_cols}, hash({id_cols}) AS _key,
             {id_type} AS _id_type, {id_value} AS _id_value, {ids_json} AS _ids,
             _first_mid, _first, _last
         FROM (SELECT {id_cols}, arg_min(_mid, _row) AS _first_mid, min(_row) AS _first_row,
                      min(_ts) AS _first, max(_ts) AS _last
               FROM _chk WHERE {fresh_where} GROUP BY ALL)
-        ORDER BY _first_row""").to_arrow_table()
+        ORDER BY _first_row)""").to_arrow_table()
     timer.lap("combos")
     sightings = SightingColumns(
         identities={r: combos.column(f"_{r}") for r in present},
@@ -320,13 +322,17 @@ def _import(
                 ops.commit()
 
             with _alongside(write_ops):
-                # Each row finds its combination by the 64-bit hash of its identity columns when
-                # no two combinations share one (checked above), else by the columns themselves
-                # (NULL matching NULL).
+                # Each combination is one identity set; each row finds its combination by the
+                # 64-bit hash of its identity columns when no two combinations share one (checked
+                # above), else by the columns themselves (NULL matching NULL).
+                sets = combos.select(["_set_high", "_set_low", "_id_type", "_id_value", "_ids"])
+                store.add_identity_set_rows(
+                    tx, sets.rename_columns(["high", "low", "identity_type", "identity_value", "identities"])
+                )
+                identity_set = set_from_halves("c._set_high", "c._set_low")
                 tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
-                    c._id_type AS identity_type, c._id_value AS identity_value, c._ids AS identities,
-                    'track' AS message_type, f._event AS name, f._ts AS ts, f._props AS properties,
-                    {_lit(source)} AS source, TIMESTAMPTZ '{now.isoformat()}' AS received_at
+                    {identity_set} AS identity_set, 'track' AS message_type, f._event AS name, f._ts AS ts,
+                    f._props AS properties, {_lit(source)} AS source, TIMESTAMPTZ '{now.isoformat()}' AS received_at
                     FROM (SELECT * FROM _chk WHERE {fresh_where}) f JOIN _combos c ON {on}""")
                 timer.lap("events insert (ops write alongside)")
         timer.lap("ops write + commit (after the insert)")

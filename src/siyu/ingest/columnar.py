@@ -706,7 +706,7 @@ class _Job:
                 FROM _orows2 o WHERE o._status = 'cancelled' AND o.version > 1 AND o.prev_status <> 'cancelled'
                 ) u(event_id, person_id, identity_type, identity_value, identities, message_type, name, ts,
                     properties)""")
-            tx.execute("INSERT INTO events BY NAME SELECT * FROM _oev")
+            self.store.append_event_relation(tx, "_oev")
             self.timer.lap("orders + events insert")
             fold_seen(
                 tx,

@@ -155,8 +155,9 @@ def timeline(store: EventStore, aliases: list[str], *, limit: int = 50, cursor: 
     after = _decode_cursor(cursor) if cursor else None
     cur = store.cursor()
     rows = cur.execute(
-        """SELECT event_id, name, message_type, ts, properties, source, identity_type, identity_value
-           FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[]))
+        """SELECT event_id, name, message_type, ts, properties, source, s.identity_type, s.identity_value
+           FROM events LEFT JOIN identity_sets s ON s.set_id = identity_set
+           WHERE person_id IN (SELECT unnest(?::VARCHAR[]))
              AND (?::TIMESTAMPTZ IS NULL OR ts < ? OR (ts = ? AND event_id < ?))
            ORDER BY ts DESC, event_id DESC LIMIT ?""",
         [aliases, *(4 * [None] if after is None else [after[0], after[0], after[0], after[1]]), limit + 1],
@@ -204,7 +205,13 @@ def export_person(engine: Engine, store: EventStore, person_id: str) -> dict[str
             )
         ]
     cur = store.cursor()
-    events = _dicts(cur, "SELECT * FROM events WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY ts", aliases)
+    events = _dicts(
+        cur,
+        """SELECT e.* EXCLUDE (identity_set), s.identity_type, s.identity_value, s.identities
+           FROM events e LEFT JOIN identity_sets s ON s.set_id = e.identity_set
+           WHERE e.person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY e.ts""",
+        aliases,
+    )
     orders = _dicts(
         cur, "SELECT * FROM orders WHERE person_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY order_id, version", aliases
     )
@@ -311,6 +318,7 @@ def erase_person(
         if conn.dialect.name == "sqlite":
             with engine.connect() as raw:
                 raw.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.forget_set_index()  # sets were rewritten and removed
         if compact:
             store.compact()
         else:
@@ -319,22 +327,41 @@ def erase_person(
 
 
 def _scrub_events(con: Any, values: list[str]) -> int:
-    """Remove erased identity values from events of *other* persons (e.g. after a refused merge)."""
+    """Remove erased identity values from the identity sets of *other* persons' events (e.g. after a
+    refused merge), and drop the sets no event names any more (the erased person's own).
+
+    A scrubbed set is stored under the id of its new text; the events naming it follow. Returns
+    how many events of other persons named a scrubbed set.
+    """
     if not values:
         return 0
     pairs = "from_json(identities, '[[\"VARCHAR\"]]')"
     # A cheap text test first, then the exact one on the parsed pairs.
     match = "(" + " OR ".join("contains(identities, ?)" for _ in values) + ")"
     match += f" AND len(list_filter({pairs}, lambda p: list_contains(?::VARCHAR[], p[2]))) > 0"
-    row = con.execute(f"SELECT count(*) FROM events WHERE {match}", [*values, values]).fetchone()
     con.execute(
-        f"""UPDATE events SET
-              identities = to_json(list_filter({pairs}, lambda p: NOT list_contains(?::VARCHAR[], p[2])))::VARCHAR,
-              identity_type = CASE WHEN list_contains(?::VARCHAR[], identity_value) THEN NULL ELSE identity_type END,
-              identity_value = CASE WHEN list_contains(?::VARCHAR[], identity_value) THEN NULL ELSE identity_value END
-            WHERE {match}""",
+        f"""CREATE OR REPLACE TEMP TABLE _scrubbed AS
+            SELECT set_id AS old_id, md5_number(kept) AS new_id, kept AS identities,
+                   CASE WHEN list_contains(?::VARCHAR[], identity_value) THEN NULL ELSE identity_type END
+                       AS identity_type,
+                   CASE WHEN list_contains(?::VARCHAR[], identity_value) THEN NULL ELSE identity_value END
+                       AS identity_value
+            FROM (SELECT *, to_json(list_filter({pairs}, lambda p: NOT list_contains(?::VARCHAR[], p[2])))::VARCHAR
+                            AS kept
+                  FROM identity_sets WHERE {match})""",
         [values, values, values, *values, values],
     )
+    try:
+        row = con.execute("SELECT count(*) FROM events WHERE identity_set IN (SELECT old_id FROM _scrubbed)").fetchone()
+        con.execute("DELETE FROM identity_sets WHERE set_id IN (SELECT old_id FROM _scrubbed)")
+        con.execute("""INSERT INTO identity_sets
+            SELECT new_id, any_value(identity_type), any_value(identity_value), identities FROM _scrubbed
+            WHERE new_id NOT IN (SELECT set_id FROM identity_sets) GROUP BY new_id, identities""")
+        con.execute("UPDATE events SET identity_set = s.new_id FROM _scrubbed s WHERE events.identity_set = s.old_id")
+        con.execute("""DELETE FROM identity_sets
+            WHERE set_id NOT IN (SELECT identity_set FROM events WHERE identity_set IS NOT NULL)""")
+    finally:
+        con.execute("DROP TABLE IF EXISTS _scrubbed")
     return int(row[0]) if row else 0
 
 

@@ -3,7 +3,10 @@
 Tables are laid out as plain columns (no DuckDB-only types besides JSON text and a list of
 structs for order items) so that the same queries can later point at a Parquet lake read by Spark.
 
-* ``events`` — one row per message or state change; ``person_id`` is the person at write time.
+* ``events`` — one row per message or state change; ``person_id`` is the person at write time;
+  ``identity_set`` names the identities the message came with (NULL for a state change).
+* ``identity_sets`` — each distinct set of identities once: the original identity (the set's
+  highest-priority one) and the whole set as JSON; ``events_with_identities`` joins them back.
 * ``orders`` — one row per *version* of an order; ``orders_current`` shows the latest.
 * ``person_aliases`` — persons merged into another (``alias_id`` → ``person_id``), kept flat.
 * ``events_resolved`` — ``events`` with ``person_id`` mapped to the surviving person.
@@ -25,17 +28,17 @@ import pyarrow as pa
 
 from siyu.store.state import STATE_DDL, drop_state, fold_event_table, rebuild_state
 
-SCHEMA_VERSION = 1
+#: 2: the identities of an event live in ``identity_sets`` (stores at 1 are migrated on open).
+SCHEMA_VERSION = 2
 #: Bumped when the person-state fold changes meaning: stores at another version are refolded on open.
 STATE_VERSION = "2"
 STATE_VERSION_KEY = "state_version"
 
+#: The columns of the ``events`` table.
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",
     "person_id",
-    "identity_type",
-    "identity_value",
-    "identities",
+    "identity_set",
     "message_type",
     "name",
     "ts",
@@ -53,6 +56,8 @@ ITEM_TYPE = pa.struct(
     ]
 )
 
+#: What writers hand to :meth:`EventStore.append_events`: each event with its identities, which
+#: the store keeps once per distinct set (``identity_sets``).
 EVENTS_ARROW = pa.schema(
     [
         ("event_id", pa.string()),
@@ -89,16 +94,15 @@ ORDERS_ARROW = pa.schema(
 )
 
 _DDL = """
--- Three columns with a value of their own in nearly every event (the message id, the identity
--- set, the properties) are compressed with ZSTD: as small as DuckDB's default for them
--- (DICT_FSST), as fast to read, and half the CPU to write. Person ids and identity values keep
--- the default, which compresses their runs better (decision 014).
+-- Two columns with a value of their own in nearly every event (the message id, the properties)
+-- are compressed with ZSTD: as small as DuckDB's default for them (DICT_FSST), as fast to read,
+-- and half the CPU to write. Person ids keep the default, which compresses their runs better.
+-- The identities an event came with are a 128-bit id (md5 of the set's JSON) into
+-- identity_sets, which holds each distinct set once (decision 014).
 CREATE TABLE IF NOT EXISTS events (
     event_id VARCHAR USING COMPRESSION zstd NOT NULL,
     person_id VARCHAR NOT NULL,
-    identity_type VARCHAR,
-    identity_value VARCHAR,
-    identities VARCHAR USING COMPRESSION zstd,  -- JSON text: [[type, value], …]
+    identity_set UHUGEINT,
     message_type VARCHAR NOT NULL,
     name VARCHAR NOT NULL,
     ts TIMESTAMPTZ NOT NULL,
@@ -106,6 +110,12 @@ CREATE TABLE IF NOT EXISTS events (
     properties VARCHAR USING COMPRESSION zstd,
     source VARCHAR,
     received_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity_sets (
+    set_id UHUGEINT NOT NULL,  -- md5_number(identities)
+    identity_type VARCHAR,  -- the original identity: the set's highest-priority one
+    identity_value VARCHAR,
+    identities VARCHAR NOT NULL  -- JSON text: [[type, value], …], in priority order
 );
 CREATE TABLE IF NOT EXISTS orders (
     order_id VARCHAR NOT NULL,
@@ -135,6 +145,10 @@ CREATE TABLE IF NOT EXISTS segment_membership (
     entered_at TIMESTAMPTZ NOT NULL,
     exited_at TIMESTAMPTZ
 );
+"""
+
+#: Views, created after the tables are migrated (they name the current columns).
+_VIEWS = """
 CREATE OR REPLACE VIEW events_resolved AS
     SELECT e.* REPLACE (coalesce(a.person_id, e.person_id) AS person_id)
     FROM events e LEFT JOIN person_aliases a ON a.alias_id = e.person_id;
@@ -142,7 +156,30 @@ CREATE OR REPLACE VIEW orders_current AS
     SELECT o.* REPLACE (coalesce(a.person_id, o.person_id) AS person_id)
     FROM (SELECT * FROM orders QUALIFY row_number() OVER (PARTITION BY order_id ORDER BY version DESC) = 1) o
     LEFT JOIN person_aliases a ON a.alias_id = o.person_id;
+-- events_resolved with the identities each event came with (timelines, exports, fingerprints).
+CREATE OR REPLACE VIEW events_with_identities AS
+    SELECT e.* EXCLUDE (identity_set), s.identity_type, s.identity_value, s.identities
+    FROM events_resolved e LEFT JOIN identity_sets s ON s.set_id = e.identity_set;
 """
+
+_SET_ROW_COLUMNS = ("high", "low", "identity_type", "identity_value", "identities")
+
+#: The lower 64 bits of a 128-bit set id.
+_LOW = "18446744073709551615"
+
+
+def set_halves(set_id: str, high: str = "high", low: str = "low") -> str:
+    """SQL for the UBIGINT halves of a UHUGEINT set id expression, as columns ``high`` and ``low``.
+
+    Arrow has no 128-bit unsigned integer (DuckDB hands UHUGEINT over as a decimal of 38 digits,
+    too few for it), so set ids cross into Python as two halves.
+    """
+    return f"({set_id} >> 64)::UBIGINT AS {high}, ({set_id} & {_LOW}::UHUGEINT)::UBIGINT AS {low}"
+
+
+def set_from_halves(high: str, low: str) -> str:
+    """SQL for the UHUGEINT set id made of two UBIGINT halves."""
+    return f"(({high})::UHUGEINT << 64 | ({low})::UHUGEINT)"
 
 
 class EventStoreLocked(RuntimeError):
@@ -182,6 +219,49 @@ class SeenIndex:
             self._recent.clear()
 
 
+class SetIndex:
+    """Which identity sets are stored: their 128-bit ids as sorted (high, low) 64-bit halves,
+    plus the ones added since (a set). Exact: a miss means the set is new."""
+
+    def __init__(self, high: np.ndarray, low: np.ndarray) -> None:
+        order = np.lexsort((low, high))
+        self._high, self._low = high[order], low[order]
+        self._recent: set[tuple[int, int]] = set()
+
+    def missing(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        """A boolean mask: which of the ids (given as halves) are not stored."""
+        known = np.zeros(len(high), dtype=bool)
+        n = len(self._high)
+        if n:
+            pos = np.searchsorted(self._high, high)
+            inside = pos < n
+            at = np.minimum(pos, n - 1)
+            known = inside & (self._high[at] == high) & (self._low[at] == low)
+            # Two stored ids sharing their high half (about never): look along the run.
+            for i in np.flatnonzero(inside & (self._high[at] == high) & ~known).tolist():
+                j = int(pos[i])
+                while j < n and self._high[j] == high[i]:
+                    if self._low[j] == low[i]:
+                        known[i] = True
+                        break
+                    j += 1
+        if self._recent:
+            known |= np.fromiter(
+                ((int(h), int(lo)) in self._recent for h, lo in zip(high, low, strict=True)), bool, len(high)
+            )
+        return ~known
+
+    def add(self, high: np.ndarray, low: np.ndarray) -> None:
+        """Record newly stored ids."""
+        self._recent.update(zip(high.tolist(), low.tolist(), strict=True))
+        if len(self._recent) > 200_000:
+            h, lo = (np.fromiter(v, np.uint64) for v in zip(*self._recent, strict=True))
+            order = np.lexsort((np.concatenate([self._low, lo]), np.concatenate([self._high, h])))
+            self._high = np.concatenate([self._high, h])[order]
+            self._low = np.concatenate([self._low, lo])[order]
+            self._recent.clear()
+
+
 class EventStore:
     """The DuckDB event store. One writer per file; reads through per-thread cursors."""
 
@@ -206,13 +286,34 @@ class EventStore:
         # feed reads its watermark on every ingest call, and a DuckDB point query costs ~0.5 ms.
         self._meta: dict[str, str | None] = {}
         self._meta_pending: dict[str, str] = {}
+        self._sets: SetIndex | None = None
         if not read_only:
             self.con.execute(_DDL)
+            self._migrate_identity_sets()
+            self.con.execute(_VIEWS)
             self.con.execute(
                 "INSERT INTO store_meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
                 [str(SCHEMA_VERSION)],
             )
             self._ensure_state()
+
+    def _migrate_identity_sets(self) -> None:
+        """Schema 1 → 2: move each event's identity columns into ``identity_sets`` (once, on open)."""
+        old = self.con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = 'events' AND column_name = 'identities'"
+        ).fetchall()[0][0]
+        if not old:
+            return
+        with self.transaction() as con:
+            con.execute("""INSERT INTO identity_sets
+                SELECT md5_number(identities), any_value(identity_type), any_value(identity_value), identities
+                FROM events WHERE identities IS NOT NULL GROUP BY identities""")
+            con.execute("ALTER TABLE events ADD COLUMN identity_set UHUGEINT")
+            con.execute("UPDATE events SET identity_set = md5_number(identities) WHERE identities IS NOT NULL")
+            for column in ("identity_type", "identity_value", "identities"):
+                con.execute(f"ALTER TABLE events DROP COLUMN {column}")
+            self.set_meta(con, "schema_version", str(SCHEMA_VERSION))
 
     def _ensure_state(self) -> None:
         """Create the person-state tables; fold them from the history once for a store made before them."""
@@ -312,13 +413,14 @@ class EventStore:
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A write transaction (serialised across threads)."""
         with self.write_lock:
-            self._pending, self._pending_hashes, self._meta_pending = [], [], {}
+            self._forget_pending()
             self.con.execute("BEGIN TRANSACTION")
             try:
                 yield self.con
             except BaseException:
                 self.con.execute("ROLLBACK")
-                self._pending, self._pending_hashes, self._meta_pending = [], [], {}
+                self._forget_pending()
+                self._sets = None  # it may list sets of this transaction: rebuilt on next use
                 raise
             self.con.execute("COMMIT")
             self._meta.update(self._meta_pending)
@@ -326,7 +428,58 @@ class EventStore:
             if self._seen is not None:
                 for hashes in self._pending_hashes:
                     self._seen.add(hashes)
-            self._pending, self._pending_hashes, self._meta_pending = [], [], {}
+            self._forget_pending()
+
+    def _forget_pending(self) -> None:
+        self._pending, self._pending_hashes, self._meta_pending = [], [], {}
+
+    # -- identity sets ------------------------------------------------------------------------
+    def set_index(self) -> SetIndex:
+        """Which identity sets are stored (built on first use, then kept current by the writer)."""
+        if self._sets is None:
+            got = self.con.execute(f"SELECT {set_halves('set_id')} FROM identity_sets").fetchnumpy()
+            high, low = (np.asarray(v, dtype=np.uint64) for v in got.values())
+            self._sets = SetIndex(high, low)
+        return self._sets
+
+    def add_identity_sets(self, con: duckdb.DuckDBPyConnection, relation: str) -> None:
+        """Store the identity sets of ``relation`` not stored yet, inside a :meth:`transaction`.
+
+        ``relation`` (SQL) has the columns ``set_id`` (``md5_number(identities)``),
+        ``identity_type``, ``identity_value`` and ``identities``, one row per distinct set.
+        """
+        rows = con.sql(
+            f"SELECT {set_halves('set_id')}, identity_type, identity_value, identities FROM {relation}"
+        ).to_arrow_table()
+        self.add_identity_set_rows(con, rows)
+
+    def add_identity_set_rows(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+        """:meth:`add_identity_sets` for Arrow rows: ``high``, ``low`` (the set id's halves, see
+        :func:`set_halves`), ``identity_type``, ``identity_value``, ``identities``."""
+        if not rows.num_rows:
+            return
+        rows = rows.select(list(_SET_ROW_COLUMNS))
+        high = rows.column("high").to_numpy()
+        low = rows.column("low").to_numpy()
+        new = self.set_index().missing(high, low)
+        if not new.any():
+            return
+        self._insert_sets(con, rows.filter(pa.array(new)))
+        # Known at once, so a second call in this transaction sees them; a rollback drops the index.
+        self.set_index().add(high[new], low[new])
+
+    @staticmethod
+    def _insert_sets(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+        con.register("_new_sets", rows)
+        try:
+            con.execute(f"""INSERT INTO identity_sets SELECT {set_from_halves("high", "low")}, identity_type,
+                identity_value, identities FROM _new_sets""")
+        finally:
+            con.unregister("_new_sets")
+
+    def forget_set_index(self) -> None:
+        """Drop the identity-set index after sets were written or removed outside :meth:`add_identity_sets`."""
+        self._sets = None
 
     @staticmethod
     def _insert(con: duckdb.DuckDBPyConnection, table_name: str, rows: pa.Table) -> None:
@@ -343,13 +496,33 @@ class EventStore:
         ``hashes``: the rows' :meth:`event_id_hashes`, in row order, when the caller has them.
         """
         if table.num_rows:
-            self._insert(con, "events", table)
+            con.register("_new_events", table)
+            try:
+                self.append_event_relation(con, "_new_events")
+            finally:
+                con.unregister("_new_events")
             fold_event_table(con, table)
             if self._seen is not None:
                 if hashes is not None:
                     self._pending_hashes.append(hashes)
                 else:
                     self._pending.extend(table.column("event_id").to_pylist())
+
+    def append_event_relation(self, con: duckdb.DuckDBPyConnection, relation: str) -> None:
+        """Append the events of ``relation`` (SQL naming :data:`EVENTS_ARROW` columns) inside a transaction.
+
+        Their identity sets are stored first; the events keep only each set's id. Not recorded in
+        the dedupe index (callers that use this directly call :meth:`forget_seen_index`).
+        """
+        self.add_identity_sets(
+            con,
+            f"""(SELECT md5_number(identities) AS set_id, any_value(identity_type) AS identity_type,
+                       any_value(identity_value) AS identity_value, identities
+                FROM {relation} WHERE identities IS NOT NULL GROUP BY identities)""",
+        )
+        con.execute(f"""INSERT INTO events BY NAME
+            SELECT * EXCLUDE (identity_type, identity_value, identities), md5_number(identities) AS identity_set
+            FROM {relation}""")
 
     def append_orders(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         """Append order versions (an Arrow table in :data:`ORDERS_ARROW` shape)."""

@@ -36,7 +36,7 @@ _SECTIONS = {
         SELECT CASE WHEN e.message_type = 'change' THEN NULL ELSE e.event_id END, k.person_key, e.identity_type,
                e.identity_value, e.identities, e.message_type, e.name, e.ts,
                CASE WHEN e.message_type = 'change' THEN NULL ELSE e.properties END, e.source
-        FROM events_resolved e LEFT JOIN _fp_keys k ON k.person_id = e.person_id
+        FROM events_with_identities e LEFT JOIN _fp_keys k ON k.person_id = e.person_id
     """,
     "orders": """
         SELECT o.order_id, o.version, k.person_key, o.status, o.paid_at, o.amount_fen, o.discount_fen, o.refund_fen,

@@ -12,9 +12,7 @@ FROM (
   SELECT
     "t3"."event_id",
     "t3"."person_id",
-    "t3"."identity_type",
-    "t3"."identity_value",
-    "t3"."identities",
+    "t3"."identity_set",
     "t3"."message_type",
     "t3"."name",
     "t3"."ts",
