@@ -347,3 +347,17 @@ def test_a_store_of_schema_1_is_migrated_on_open(tmp_path: Path) -> None:
         assert stored_sets(store) == [("member_id", "M1", a)]
     finally:
         store.close()
+
+
+def test_the_set_index_takes_many_ids_at_once_and_keeps_the_recent_ones() -> None:
+    from siyu.store.events import SetIndex
+
+    index = SetIndex(np.array([5], dtype=U64), np.array([5], dtype=U64))
+    index.add(np.array([1, 2], dtype=U64), np.array([1, 2], dtype=U64))  # recent
+    rng = np.random.default_rng(3)
+    many_high = rng.integers(0, 2**63, 20_000, dtype=np.int64).astype(U64)
+    many_low = rng.integers(0, 2**63, 20_000, dtype=np.int64).astype(U64)
+    index.add(many_high, many_low)  # straight into the sorted arrays
+    probe_high = np.concatenate([many_high[:50], np.array([1, 2, 5, 3], dtype=U64)])
+    probe_low = np.concatenate([many_low[:50], np.array([1, 2, 5, 3], dtype=U64)])
+    assert index.missing(probe_high, probe_low).tolist() == [False] * 53 + [True]

@@ -30,6 +30,7 @@ from siyu.ingest.validate import EARLIEST
 from siyu.perf import StageTimer, gc_paused
 from siyu.store.events import set_from_halves, set_halves
 from siyu.store.feed import apply_changes
+from siyu.store.ops.engine import checkpoint, checkpoint_deferred
 from siyu.store.state import fold_seen
 
 log = logging.getLogger(__name__)
@@ -306,39 +307,46 @@ def _import(
     on = " AND ".join(f"f._{r} IS NOT DISTINCT FROM c._{r}" for r in present)
     if _distinct_keys(combos):
         on = f"hash({', '.join(f'f._{r}' for r in present)}) = c._key"
-    # 5. The ops store takes the new persons and identities, and commits, in a thread of its own
-    # while DuckDB appends the events (which need only each combination's person): SQLite works on
-    # one core, DuckDB on the rest, and both release the GIL while they work. The ops transaction
+    # 5. Three things run beside each other, each in one thread, as neither SQLite, DuckDB nor
+    # the identity decision needs the others' results until the end: DuckDB stores the identity
+    # sets while Python decides the persons; the ops store then writes and commits the persons
+    # and identities while DuckDB appends the events (which need only each combination's person);
+    # SQLite copies its write-ahead log back while the change feed is applied. The ops transaction
     # commits before the DuckDB one; if it fails, the events are rolled back with it.
-    with store.transaction() as tx:
-        with ingestor.engine.connect() as conn:  # closing it rolls back a transaction left open
-            ops = conn.begin()
-            decision = decide_columns(conn, ingestor.rules, sightings, make_id=ingestor.make_id)
-            timer.lap("identity graph")
-            con.register("_combos", combos.append_column("_person", pa.array(decision.people, pa.string())))
+    sets = combos.select(["_set_high", "_set_low", "_id_type", "_id_value", "_ids"]).rename_columns(
+        ["high", "low", "identity_type", "identity_value", "identities"]
+    )
+    with ThreadPoolExecutor(1, thread_name_prefix="siyu-checkpoint") as background:
+        with store.transaction() as tx:
+            with ingestor.engine.connect() as conn:  # closing it rolls back a transaction left open
+                ops = conn.begin()
+                with _alongside(lambda: store.add_identity_set_rows(tx, sets)):
+                    decision = decide_columns(conn, ingestor.rules, sightings, make_id=ingestor.make_id)
+                timer.lap("identity graph (identity sets alongside)")
+                con.register("_combos", combos.append_column("_person", pa.array(decision.people, pa.string())))
 
-            def write_ops() -> None:
-                decision.write(conn, trait_strategies=settings.trait_strategies, now=now)
-                ops.commit()
+                def write_ops() -> None:
+                    decision.write(conn, trait_strategies=settings.trait_strategies, now=now)
+                    with checkpoint_deferred(conn):
+                        ops.commit()
 
-            with _alongside(write_ops):
-                # Each combination is one identity set; each row finds its combination by the
-                # 64-bit hash of its identity columns when no two combinations share one (checked
-                # above), else by the columns themselves (NULL matching NULL).
-                sets = combos.select(["_set_high", "_set_low", "_id_type", "_id_value", "_ids"])
-                store.add_identity_set_rows(
-                    tx, sets.rename_columns(["high", "low", "identity_type", "identity_value", "identities"])
-                )
-                identity_set = set_from_halves("c._set_high", "c._set_low")
-                tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
-                    {identity_set} AS identity_set, 'track' AS message_type, f._event AS name, f._ts AS ts,
-                    f._props AS properties, {_lit(source)} AS source, TIMESTAMPTZ '{now.isoformat()}' AS received_at
-                    FROM (SELECT * FROM _chk WHERE {fresh_where}) f JOIN _combos c ON {on}""")
-                timer.lap("events insert (ops write alongside)")
-        timer.lap("ops write + commit (after the insert)")
-        fold_seen(tx, "(SELECT _person AS person_id, _first AS first, _last AS last FROM _combos)")
-        apply_changes(ingestor.engine, store, tx)
-    timer.lap("change feed")
+                with _alongside(write_ops):
+                    # Each row finds its combination by the 64-bit hash of its identity columns
+                    # when no two combinations share one (checked above), else by the columns
+                    # themselves (NULL matching NULL).
+                    identity_set = set_from_halves("c._set_high", "c._set_low")
+                    tx.execute(f"""INSERT INTO events BY NAME SELECT f._mid AS event_id, c._person AS person_id,
+                        {identity_set} AS identity_set, 'track' AS message_type, f._event AS name, f._ts AS ts,
+                        f._props AS properties, {_lit(source)} AS source,
+                        TIMESTAMPTZ '{now.isoformat()}' AS received_at
+                        FROM (SELECT * FROM _chk WHERE {fresh_where}) f JOIN _combos c ON {on}""")
+                    fold_seen(tx, "(SELECT _person AS person_id, _first AS first, _last AS last FROM _combos)")
+                    timer.lap("events insert (ops write alongside)")
+            timer.lap("ops write + commit (after the insert)")
+            flushed = background.submit(checkpoint, ingestor.engine)
+            apply_changes(ingestor.engine, store, tx)
+        flushed.result()
+    timer.lap("change feed (ops checkpoint alongside)")
     resolution = decision.resolution()
     ingestor.after_commit(lambda names: _stored_events(con, now, source, names))
     store.forget_seen_index()

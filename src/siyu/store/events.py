@@ -252,14 +252,16 @@ class SetIndex:
         return ~known
 
     def add(self, high: np.ndarray, low: np.ndarray) -> None:
-        """Record newly stored ids."""
-        self._recent.update(zip(high.tolist(), low.tolist(), strict=True))
-        if len(self._recent) > 200_000:
-            h, lo = (np.fromiter(v, np.uint64) for v in zip(*self._recent, strict=True))
-            order = np.lexsort((np.concatenate([self._low, lo]), np.concatenate([self._high, h])))
-            self._high = np.concatenate([self._high, h])[order]
-            self._low = np.concatenate([self._low, lo])[order]
+        """Record newly stored ids: a few into the recent set, many (or a full set) into the arrays."""
+        if len(high) < 10_000:
+            self._recent.update(zip(high.tolist(), low.tolist(), strict=True))
+            if len(self._recent) < 200_000:
+                return
+            high, low = (np.fromiter(v, np.uint64) for v in zip(*self._recent, strict=True))
             self._recent.clear()
+        high, low = np.concatenate([self._high, high]), np.concatenate([self._low, low])
+        order = np.lexsort((low, high))
+        self._high, self._low = high[order], low[order]
 
 
 class EventStore:

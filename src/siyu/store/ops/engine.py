@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -37,6 +39,34 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+#: SQLite's default: a commit that leaves the write-ahead log past this many pages copies it back.
+_AUTOCHECKPOINT_PAGES = 1000
+
+
+@contextmanager
+def checkpoint_deferred(conn: Connection) -> Iterator[None]:
+    """Commits inside the block leave the write-ahead log as it is (SQLite; elsewhere a no-op).
+
+    After a bulk write the log holds hundreds of megabytes, and copying them back at the commit
+    would keep the writer waiting; :func:`checkpoint` does it later, when the time is free.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy SQLite's write-ahead log into the database file (PASSIVE: readers are not waited for)."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def alembic_config(engine: Engine) -> Config:
