@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, Text, bindparam, cast, select
@@ -54,14 +55,29 @@ _PENDING = (
 )
 
 
-def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> int:
-    """Apply pending changes inside the caller's DuckDB transaction; returns how many."""
+def apply_changes(
+    engine: Engine,
+    store: EventStore,
+    con: duckdb.DuckDBPyConnection,
+    limit: int = 200_000,
+    *,
+    events: pa.Table | None = None,
+    hashes: np.ndarray | None = None,
+) -> int:
+    """Apply pending changes inside the caller's DuckDB transaction; returns how many.
+
+    ``events`` (:data:`~siyu.store.events.EVENTS_ARROW`; with their id ``hashes`` if known) are
+    appended in the same statements as the first changes: an API batch then pays for one append
+    and one fold, not two.
+    """
     last = int(store.get_meta(WATERMARK, "0") or 0)
     applied = 0
     while True:
         with engine.connect() as conn:
             rows = conn.execute(_PENDING, {"last": last, "limit": limit}).all()
         if not rows:
+            if events is not None:
+                store.append_events(con, events, hashes)
             return applied
         now = datetime.now(UTC)
         cols: dict[str, list[object]] = {name: [] for name in EVENTS_ARROW.names}
@@ -89,7 +105,12 @@ def apply_changes(engine: Engine, store: EventStore, con: duckdb.DuckDBPyConnect
             if row.kind == "identities_merged":
                 aliases.append((payload["from_person_id"], payload["into_person_id"]))
         store.add_aliases(con, aliases)
-        store.append_events(con, pa.table(cols, schema=EVENTS_ARROW))
+        changed = pa.table(cols, schema=EVENTS_ARROW)
+        if events is not None:
+            store.append_events(con, pa.concat_tables([events, changed]), hashes)
+            events = None
+        else:
+            store.append_events(con, changed)
         fold_changes(con, pa.table(fold, schema=CHANGES_ARROW))
         last = rows[-1].seq
         store.set_meta(con, WATERMARK, str(last))
