@@ -79,10 +79,12 @@ class Decision:
 
     def write(self, conn: Connection, *, trait_strategies: Mapping[str, str], now: datetime) -> None:
         """Write the new persons, identities, merges and first / last seen in ``conn``'s transaction."""
+        timer = StageTimer(log, "identity columns")
         with gc_paused():
             write_graph(
                 conn, self.graph, self.spans, trait_strategies=trait_strategies, now=now, new_rows=self.new_rows
             )
+        timer.lap("write")
 
     def resolution(self) -> Resolution:
         """The summary the write paths report."""
