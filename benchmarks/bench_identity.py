@@ -128,13 +128,11 @@ class StageLog(logging.Handler):
 
 
 def run_columns(columns: Any, db: Path, ops_url: str | None = None) -> dict[str, Any]:
-    from sqlalchemy import func, select
 
     from siyu.config import Settings
     from siyu.identity.graph import IdentityRules
     from siyu.identity.vectorised import resolve_columns
     from siyu.store.ops.engine import make_engine, upgrade
-    from siyu.store.ops.schema import identities, identity_merges, persons
 
     settings = Settings(home=db.parent)
     rules = IdentityRules(tuple(settings.identity_priority), dict(settings.identity_limits))
@@ -164,31 +162,39 @@ def run_columns(columns: Any, db: Path, ops_url: str | None = None) -> dict[str,
     out["merges"] = result.merges
     out["refusals"] = result.refused_merges
     out["persons_graph"] = len(set(result.people))
-    with engine.connect() as c:
-        out["identities"] = int(c.execute(select(func.count()).select_from(identities)).scalar_one())
-        out["persons_stored"] = int(
-            c.execute(select(func.count()).select_from(persons).where(persons.c.merged_into.is_(None))).scalar_one()
-        )
-        out["merges_logged"] = int(
-            c.execute(
-                select(func.count()).select_from(identity_merges).where(identity_merges.c.status == "applied")
-            ).scalar_one()
-        )
+    out.update(stored_counts(engine))
     engine.dispose()
     return out
+
+
+def stored_counts(engine: Any) -> dict[str, int]:
+    """Identities, surviving persons and applied merges in the ops store."""
+    from sqlalchemy import func, select
+
+    from siyu.store.ops.schema import identities, identity_merges, persons
+
+    def count(query: Any) -> int:
+        with engine.connect() as c:
+            return int(c.execute(query).scalar_one())
+
+    return {
+        "identities": count(select(func.count()).select_from(identities)),
+        "persons_stored": count(select(func.count()).select_from(persons).where(persons.c.merged_into.is_(None))),
+        "merges_logged": count(
+            select(func.count()).select_from(identity_merges).where(identity_merges.c.status == "applied")
+        ),
+    }
 
 
 def run_graph(
     messages: list[list[Key]], at: list[datetime], db: Path, ops_url: str | None = None
 ) -> dict[str, float | int]:
-    from sqlalchemy import func, select
 
     from siyu.config import Settings
     from siyu.identity.graph import IdentityGraph, IdentityRules
     from siyu.identity.persist import write_graph
     from siyu.perf import gc_paused
     from siyu.store.ops.engine import make_engine, upgrade
-    from siyu.store.ops.schema import identity_merges, persons
 
     settings = Settings(home=db.parent)
     rules = IdentityRules(tuple(settings.identity_priority), dict(settings.identity_limits))
@@ -226,16 +232,7 @@ def run_graph(
             conn_cm.__exit__(None, None, None)  # COMMIT
     out["merges"] = len(graph.merges)
     out["refusals"] = len(graph.refusals)
-    out["identities"] = len(graph.new_identities)
-    with engine.connect() as c:
-        out["persons_stored"] = int(
-            c.execute(select(func.count()).select_from(persons).where(persons.c.merged_into.is_(None))).scalar_one()
-        )
-        out["merges_logged"] = int(
-            c.execute(
-                select(func.count()).select_from(identity_merges).where(identity_merges.c.status == "applied")
-            ).scalar_one()
-        )
+    out.update(stored_counts(engine))
     out["persons_graph"] = len(set(people))
     engine.dispose()
     return out
