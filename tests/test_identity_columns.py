@@ -165,3 +165,16 @@ def test_random_sightings_give_the_graphs_outcome(
     (graph_result, graph_store), (cols_result, cols_store) = both_ways(engine, RULES, earlier, as_sightings(batch, 100))
     assert cols_store == graph_store
     assert cols_result == graph_result
+
+
+def test_sightings_without_any_identity_column_each_make_a_person(engine: Engine) -> None:
+    stamp = pa.timestamp("us", tz="UTC")
+    cols = SightingColumns(
+        identities={},
+        first=pa.array([T0, T0], stamp),
+        last=pa.array([T0, T0], stamp),
+        message_id=pa.array(["m0", "m1"], pa.string()),
+    )
+    with engine.begin() as conn:
+        result = resolve_columns(conn, RULES, cols, trait_strategies={}, now=NOW, make_id=counter())
+    assert result.people == ["p000000", "p000001"] and result.new_persons == 2

@@ -18,7 +18,9 @@ the graph: one person, first / last seen over the component's sightings, and eac
 seen at the first sighting carrying it. Every other component goes through the graph, in the
 original order, with the stored persons it touches loaded. Person ids are drawn in creation order
 across both kinds, so with the same id source the stores end up identical to
-:func:`~siyu.identity.resolve.resolve_sightings` on the same sightings (tests/test_identity_columns.py).
+:func:`~siyu.identity.resolve.resolve_sightings` on the same sightings (tests/test_identity_columns.py);
+an id source that can hand out many ids at once (:meth:`siyu.ids.IdSource.many`) gives the
+simple components theirs in one batch, ahead of the graph's.
 """
 
 from __future__ import annotations
@@ -135,10 +137,10 @@ def decide_columns(
     timer = StageTimer(log, "identity columns")
     types = [t for t in rules.priority if t in sightings.identities]
     columns = [_array(sightings.identities[t]) for t in types]
-    part = _partition(conn, rules, types, columns)
+    n = len(sightings)
+    part = _partition(conn, rules, types, columns, n)
     timer.lap("partition")
     first_us, last_us = _micros(sightings.first), _micros(sightings.last)
-    n = len(sightings)
     with gc_paused():
         graph = IdentityGraph(rules, make_id)
         graph.load_persons(conn, part.owners)
@@ -191,8 +193,8 @@ class _Partition:
     offsets: list[int]
 
 
-def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns: list[pa.Array]) -> _Partition:
-    n = len(columns[0]) if columns else 0
+def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns: list[pa.Array], n: int) -> _Partition:
+    """Components, creators and the graph's share of ``n`` sightings given as identity ``columns``."""
     # Every (sighting, identity) occurrence, ordered by sighting and, within one, by priority;
     # each distinct identity gets a code: codes[offsets[r]:offsets[r + 1]] are type r's values.
     seq_parts, code_parts, dictionaries = [], [], []
