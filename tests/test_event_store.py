@@ -361,3 +361,14 @@ def test_the_set_index_takes_many_ids_at_once_and_keeps_the_recent_ones() -> Non
     probe_high = np.concatenate([many_high[:50], np.array([1, 2, 5, 3], dtype=U64)])
     probe_low = np.concatenate([many_low[:50], np.array([1, 2, 5, 3], dtype=U64)])
     assert index.missing(probe_high, probe_low).tolist() == [False] * 53 + [True]
+
+
+def test_a_large_query_of_the_set_index_sees_the_recent_ids_too() -> None:
+    from siyu.store.events import SetIndex
+
+    index = SetIndex(np.array([5], dtype=U64), np.array([5], dtype=U64))
+    index.add(np.array([1, 2], dtype=U64), np.array([1, 2], dtype=U64))  # recent
+    probe_high = np.concatenate([np.arange(10, 20_010, dtype=U64), np.array([1, 2, 5, 3], dtype=U64)])
+    probe_low = probe_high.copy()
+    assert index.missing(probe_high, probe_low).tolist() == [True] * 20_000 + [False, False, False, True]
+    assert index.missing(np.array([1], dtype=U64), np.array([1], dtype=U64)).tolist() == [False]

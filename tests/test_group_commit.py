@@ -119,3 +119,23 @@ def test_a_call_failing_in_its_ops_transaction_fails_alone(tmp_path: Path, monke
         monkeypatch.setattr(Ingestor, "_resolve", real)
         retried = rt.ingestor.ingest_messages(checked(rt.ingestor, calls[1]))
         assert retried.accepted > 0
+
+
+def test_when_the_writer_stops_half_way_no_call_of_its_group_reports_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import siyu.ingest.pipeline as pipeline
+
+    class Stop(BaseException):
+        """Not an Exception: what a KeyboardInterrupt or SystemExit in the writer looks like."""
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise Stop
+
+    calls = batches()[:3]
+    with Runtime.open(Settings(home=tmp_path / "home")) as rt:
+        monkeypatch.setattr(pipeline, "apply_changes", stop)
+        got = run_grouped(rt, calls)
+        assert all(isinstance(r, Stop | RuntimeError) for r in got), got
+        assert sum(isinstance(r, Stop) for r in got) == 1  # the writer's own call sees the real error
+        assert rt.events.counts()["events"] == 0

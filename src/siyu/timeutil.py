@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import overload
+
+import numpy as np
+import pyarrow as pa
 
 
 @overload
@@ -18,3 +21,19 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def column_micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Microseconds since the epoch (UTC) of a timestamp column, as int64."""
+    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    if isinstance(micros, pa.ChunkedArray):
+        micros = micros.combine_chunks()
+    return np.asarray(micros.to_numpy(zero_copy_only=False), np.int64)
+
+
+def micros_datetimes(micros: np.ndarray) -> list[datetime]:
+    """Aware UTC datetimes of microseconds since the epoch (much cheaper than Arrow's ``to_pylist``)."""
+    return [_EPOCH + timedelta(microseconds=m) for m in micros.tolist()]

@@ -43,13 +43,13 @@ class NewRows:
     """New persons and identities decided without the graph (:mod:`siyu.identity.vectorised`).
 
     Persons: ids with their first / last seen (µs since the epoch, UTC). Identities, per type:
-    the values, their persons' ids and when each was first seen (µs).
+    the values, their persons' ids (an object array) and when each was first seen (µs).
     """
 
     person_ids: list[str]
     person_first: np.ndarray
     person_last: np.ndarray
-    identities: list[tuple[str, pa.Array, list[str], np.ndarray]]
+    identities: list[tuple[str, pa.Array, np.ndarray, np.ndarray]]
 
 
 def write_graph(
@@ -178,12 +178,13 @@ def _with_new_rows(
         by_type.setdefault(row[0], []).append(row)
     for t, values, owners, first in new.identities:
         order = pc.sort_indices(values)
+        at = order.to_numpy()
         rows = list(
             zip(
                 itertools.repeat(t),
                 values.take(order).to_pylist(),
-                np.asarray(owners, dtype=object)[order.to_numpy()].tolist(),
-                micros_texts(first[order.to_numpy()], dialect),
+                owners[at].tolist(),
+                micros_texts(first[at], dialect),
                 strict=False,
             )
         )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,7 @@ from siyu.identity.persist import NewRows, write_graph
 from siyu.identity.resolve import Resolution
 from siyu.ids import IdSource
 from siyu.perf import StageTimer, gc_paused
+from siyu.timeutil import column_micros, micros_datetimes
 
 log = logging.getLogger(__name__)
 #: Past this many distinct identities, one pass over the stored identities beats IN lists.
@@ -140,7 +141,7 @@ def decide_columns(
     n = len(sightings)
     part = _partition(conn, rules, types, columns, n)
     timer.lap("partition")
-    first_us, last_us = _micros(sightings.first), _micros(sightings.last)
+    first_us, last_us = column_micros(sightings.first), column_micros(sightings.last)
     with gc_paused():
         graph = IdentityGraph(rules, make_id)
         graph.load_persons(conn, part.owners)
@@ -150,7 +151,7 @@ def decide_columns(
         graph_seqs = np.flatnonzero(part.in_graph)
         before = np.searchsorted(simple_creators, graph_seqs).tolist()
         keys = _keys(types, [col.take(graph_seqs).to_pylist() for col in columns], len(graph_seqs))
-        at = _datetimes(first_us[graph_seqs])
+        at = micros_datetimes(first_us[graph_seqs])
         message_ids = _array(sightings.message_id).take(graph_seqs).to_pylist()
         many = getattr(make_id, "many", None)
         ids: list[str] = many(len(simple_creators)) if many is not None else []
@@ -170,7 +171,7 @@ def decide_columns(
         people[simple] = person_of_comp[part.comp[simple]]
         people[graph_seqs] = graph_people
         spans: dict[str, tuple[datetime, datetime]] = {}
-        for person, a, b in zip(graph_people, at, _datetimes(last_us[graph_seqs]), strict=True):
+        for person, a, b in zip(graph_people, at, micros_datetimes(last_us[graph_seqs]), strict=True):
             span = spans.get(person)
             spans[person] = (a, b) if span is None else (min(span[0], a), max(span[1], b))
         new_rows = _new_rows(part, simple_creators, ids, person_of_comp, first_us, last_us, types)
@@ -272,7 +273,7 @@ def _new_rows(
             (
                 t,
                 part.dictionaries[r].filter(pa.array(keep)),
-                person_of_comp[part.label[codes]].tolist(),
+                person_of_comp[part.label[codes]],
                 first_us[part.first_seq[codes]],
             )
         )
@@ -328,18 +329,6 @@ def _stored(
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-
-
-def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Microseconds since the epoch (UTC) of a timestamp column."""
-    return np.asarray(_array(column).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(), np.int64)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _datetimes(micros: np.ndarray) -> list[datetime]:
-    return [_EPOCH + timedelta(microseconds=m) for m in micros.tolist()]
 
 
 def _keys(types: list[str], columns: list[list[str | None]], rows: int) -> list[list[Key]]:

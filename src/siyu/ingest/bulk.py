@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +119,20 @@ def _import(
     timer = StageTimer(log, "bulk import")
     src = f"read_parquet({_lit(str(path))}, file_row_number = true)"
     event_col = _q(by_role["event"])
-    if ingestor.plan.events():  # only then can an event of this file need the row path
-        names = [r[0] for r in con.execute(f"SELECT DISTINCT CAST({event_col} AS VARCHAR) FROM {src}").fetchall()]
-        if any(n is not None and ingestor.plan.has(n) for n in names):
-            return None
+    # Event names repeat: one pass finds the distinct ones, and whether any breaks the row path's
+    # rules; when none does (the usual file) the rows need no event check of their own.
+    event_check = (
+        "CASE WHEN _event IS NULL OR _event = '' THEN 'event\x00a track message needs `event`' "
+        "WHEN length(_event) > 128 THEN 'event\x00String should have at most 128 characters' "
+        "WHEN starts_with(_event, '$') OR regexp_matches(_event, '[\\x00-\\x1f]') "
+        "THEN 'event\x00event names may not start with $ or contain control characters' END"
+    )
+    names = con.execute(f"""SELECT _event, ({event_check}) IS NOT NULL
+        FROM (SELECT DISTINCT CAST({event_col} AS VARCHAR) AS _event FROM {src})""").fetchall()
+    bad_event = any(bad for _, bad in names)
+    # Only with schemas in the tracking plan can an event of this file need the row path.
+    if ingestor.plan.events() and any(n is not None and ingestor.plan.has(n) for n, _ in names):
+        return None
 
     # 1. Phones are normalised in Python, once per distinct value.
     blocked = ", ".join(_lit(v) for v in sorted(screen.blocked)) or "NULL"
@@ -165,16 +175,6 @@ def _import(
         ts_expr = f"{_q(ts_field.name)}::TIMESTAMPTZ"
     ts_expr = f"coalesce({ts_expr}, TIMESTAMPTZ '{now.isoformat()}')"
     max_chars = settings.max_string_chars
-    # Event names repeat: check each distinct name first; when none is bad (the usual file) the
-    # rows need no check of their own.
-    event_check = (
-        "CASE WHEN _event IS NULL OR _event = '' THEN 'event\x00a track message needs `event`' "
-        "WHEN length(_event) > 128 THEN 'event\x00String should have at most 128 characters' "
-        "WHEN starts_with(_event, '$') OR regexp_matches(_event, '[\\x00-\\x1f]') "
-        "THEN 'event\x00event names may not start with $ or contain control characters' END"
-    )
-    bad_event = con.execute(f"""SELECT 1 FROM (SELECT DISTINCT CAST({event_col} AS VARCHAR) AS _event FROM {src})
-        WHERE ({event_check}) IS NOT NULL LIMIT 1""").fetchall()
     checks = [
         "CASE WHEN _mid IS NULL OR _mid = '' THEN 'messageId\x00Field required' "
         "WHEN length(_mid) > 128 THEN 'messageId\x00String should have at most 128 characters' END",
@@ -420,15 +420,6 @@ def _props_json(props: list[str], nullable: set[str]) -> str:
         return f"{obj}::VARCHAR"
     any_null = " OR ".join(f"{_q(c)} IS NULL" for c in props if c in nullable)
     return f"(CASE WHEN {any_null} THEN json_merge_patch('{{}}', {obj}) ELSE {obj} END)::VARCHAR"
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _datetimes(column: pa.ChunkedArray) -> list[datetime]:
-    """Aware UTC datetimes of a timestamp column (much cheaper than ``to_pylist`` on timestamps)."""
-    micros = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy().tolist()
-    return [_EPOCH + timedelta(microseconds=m) for m in micros]
 
 
 def _scalar(con: Any, sql: str) -> int:

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from siyu.identity.normalize import IdentityValueError
 from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.identity.traits import TraitUpdate, apply_trait_updates
-from siyu.ingest.bulk import _datetimes, _lit, _q, _scalar
+from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST, Checked
@@ -45,6 +45,7 @@ from siyu.perf import StageTimer, gc_paused
 from siyu.store.events import EVENTS_ARROW
 from siyu.store.feed import apply_changes
 from siyu.store.state import fold_seen
+from siyu.timeutil import column_micros, micros_datetimes
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ class _Job:
         data = con.sql(f"SELECT {', '.join(_q(c) for c in cols)} FROM _fresh ORDER BY _row").to_arrow_table()
         rows = data.column("_row").to_pylist()
         mids = data.column("_mid").to_pylist()
-        stamps = _datetimes(data.column("_ts"))
+        stamps = micros_datetimes(column_micros(data.column("_ts")))
         idvals = list(zip(*(data.column(f"_{r}").to_pylist() for r in self.present), strict=True))
         tvals = [
             [_scalar_value(v) for v in data.column(c).to_pylist()] if _is_text(types[c]) else data.column(c).to_pylist()

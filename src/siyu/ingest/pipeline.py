@@ -200,32 +200,42 @@ class Ingestor:
         return call.result
 
     def _write_group(self, group: list[_Call]) -> None:
-        """Each call's ops-store transaction in turn, then the events of all in one DuckDB transaction."""
-        written: list[tuple[_Call, pa.Table, Any]] = []
+        """Each call's ops-store transaction in turn, then the events of all in one DuckDB transaction.
+
+        A call gets its result only once its events are stored: should the writer stop half way
+        (any error, even one that is not an ``Exception``), the calls left without one fail.
+        """
+        written: list[tuple[_Call, IngestResult, pa.Table, Any]] = []
         taken: set[str] = set()  # message ids stored by earlier calls of the group
         try:
             for call in group:
                 try:
-                    call.result, table, hashes = self._write_ops(call, taken)
+                    result, table, hashes = self._write_ops(call, taken)
                 except Exception as exc:
                     call.error = exc
                     continue
-                if table is not None:
-                    written.append((call, table, hashes))
+                if table is None:
+                    call.result = result  # nothing to store
+                else:
+                    written.append((call, result, table, hashes))
             if not written:
                 return
-            events = pa.concat_tables([table for _, table, _ in written])
+            events = pa.concat_tables([table for _, _, table, _ in written])
             try:
                 with self.events.transaction() as con:
-                    hashes = np.concatenate([h for _, _, h in written])
+                    hashes = np.concatenate([h for _, _, _, h in written])
                     apply_changes(self.engine, self.events, con, events=events, hashes=hashes)
             except Exception as exc:
-                for call, _, _ in written:
-                    call.result, call.error = None, exc
+                for call, _, _, _ in written:
+                    call.error = exc
                 return
+            for call, result, _, _ in written:
+                call.result = result
             self.after_commit(events)
         finally:
             for call in group:
+                if call.result is None and call.error is None:
+                    call.error = RuntimeError("the writer stopped before this batch was stored; send it again")
                 call.done = True
 
     def _write_ops(self, call: _Call, taken: set[str]) -> tuple[IngestResult, pa.Table | None, Any]:

@@ -225,6 +225,10 @@ class SeenIndex:
             self._recent.clear()
 
 
+#: From this many ids on, :class:`SetIndex` works on its sorted arrays only.
+_MANY = 10_000
+
+
 class SetIndex:
     """Which identity sets are stored: their 128-bit ids as sorted (high, low) 64-bit halves,
     plus the ones added since (a set). Exact: a miss means the set is new."""
@@ -236,6 +240,8 @@ class SetIndex:
 
     def missing(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         """A boolean mask: which of the ids (given as halves) are not stored."""
+        if self._recent and len(high) >= _MANY:
+            self._compact()  # one sort, instead of a set lookup per id of a large query
         known = np.zeros(len(high), dtype=bool)
         n = len(self._high)
         if n:
@@ -259,12 +265,19 @@ class SetIndex:
 
     def add(self, high: np.ndarray, low: np.ndarray) -> None:
         """Record newly stored ids: a few into the recent set, many (or a full set) into the arrays."""
-        if len(high) < 10_000:
+        if len(high) < _MANY:
             self._recent.update(zip(high.tolist(), low.tolist(), strict=True))
-            if len(self._recent) < 200_000:
-                return
-            high, low = (np.fromiter(v, np.uint64) for v in zip(*self._recent, strict=True))
-            self._recent.clear()
+            if len(self._recent) >= 200_000:
+                self._compact()
+            return
+        self._merge(high, low)
+
+    def _compact(self) -> None:
+        high, low = (np.fromiter(v, np.uint64) for v in zip(*self._recent, strict=True))
+        self._recent.clear()
+        self._merge(high, low)
+
+    def _merge(self, high: np.ndarray, low: np.ndarray) -> None:
         high, low = np.concatenate([self._high, high]), np.concatenate([self._low, low])
         order = np.lexsort((low, high))
         self._high, self._low = high[order], low[order]
@@ -518,9 +531,10 @@ class EventStore:
                 con.unregister("_new_events")
             fold_event_table(con, table)
             if self._seen is not None:
-                known = 0 if hashes is None else len(hashes)
-                if known:
-                    self._pending_hashes.append(hashes)  # type: ignore[arg-type]
+                known = 0
+                if hashes is not None and len(hashes):
+                    self._pending_hashes.append(hashes)
+                    known = len(hashes)
                 if known < table.num_rows:
                     self._pending.extend(table.column("event_id").slice(known).to_pylist())
 
