@@ -93,3 +93,17 @@ def test_workers_that_cannot_start_leave_checking_in_the_request_thread(settings
         r = client.post("/v1/batch", json={"batch": [track("clicked", userId="U-1", timestamp=at(1))]}, headers=WRITE)
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 1
+
+
+def test_worker_hashes_are_the_stores_dedupe_hashes(api) -> None:
+    """The worker hashes ids on its own in-memory DuckDB; the store's dedupe index must agree."""
+    import duckdb
+
+    from siyu.store.events import hash_event_ids
+
+    ids = ["m-1", "消息-2", "", "x" * 300]
+    assert hash_event_ids(duckdb.connect(), ids).tolist() == api.runtime.events.event_id_hashes(ids).tolist()
+    body = [track("clicked", message_id="dup-1", userId="U-1", timestamp=at(1))]
+    assert api.batch(body)["accepted"] == 1
+    again = api.batch(body)  # found by the hash the worker computed
+    assert (again["accepted"], again["duplicates"]) == (0, 1)

@@ -20,11 +20,15 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
+import duckdb
+import numpy as np
+
 from siyu.api.deps import ApiError, body_items, parse_json
 from siyu.config import Settings
 from siyu.ingest.tracking_plan import CompiledPlan
 from siyu.ingest.validate import Checked, PreparedMessage, Validator
 from siyu.perf import gc_paused
+from siyu.store.events import hash_event_ids
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 # (a tuple pickles about twice as fast as a dataclass instance).
 _FIELDS = tuple(f.name for f in fields(PreparedMessage))
 
-#: What a worker sends back: ``("ok", (total, pickled rows))``, ``("invalid", (total, errors))`` or
+#: What a worker sends back: ``("ok", (total, pickled rows, event-id hashes))``, ``("invalid", (total, errors))`` or
 #: ``("refused", (status, code, message))``.
 Outcome = tuple[str, Any]
 
@@ -43,11 +47,13 @@ class _Worker:
 
     validator: Validator | None = None
     stamp: object = object()
+    hasher: duckdb.DuckDBPyConnection | None = None  # an in-memory DuckDB for the event-id hashes
 
 
 def _init_worker(settings: Settings) -> None:
     _Worker.validator = Validator(settings, CompiledPlan())
     _Worker.stamp = object()
+    _Worker.hasher = duckdb.connect()
 
 
 def _ready() -> bool:
@@ -78,23 +84,28 @@ def _check_in_worker(body: bytes, now: datetime, stamp: object, schemas: dict[st
     for m in checked.messages:
         m.encode()  # the writer's JSON encoding, done here on the other core
     rows = [tuple(getattr(m, f) for f in _FIELDS) for m in checked.messages]
+    assert _Worker.hasher is not None, "worker not initialised"
+    hashes = hash_event_ids(_Worker.hasher, [m.message_id for m in checked.messages])  # and the dedupe hashes
     # Pickled here, unpickled by from_outcome with the collector paused (not by the pool's
     # result thread, where tens of thousands of new objects would trigger full collections).
-    return "ok", (total, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    return "ok", (total, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL), hashes.tobytes())
 
 
 # -- in the server process -------------------------------------------------------------------
-def from_outcome(outcome: Outcome) -> tuple[Checked, int]:
-    """What :func:`check_body` would have returned, from a worker's outcome (raises the same)."""
+def from_outcome(outcome: Outcome) -> tuple[Checked, int, np.ndarray | None]:
+    """What :func:`check_body` would have returned, from a worker's outcome (raises the same),
+    and the messages' event-id hashes (:func:`~siyu.store.events.hash_event_ids`) when valid."""
     kind, value = outcome
     if kind == "refused":
         status, code, message = value
         raise ApiError(status, code, message)
-    total, payload = value
     if kind == "invalid":
-        return Checked(errors=list(payload)), total
+        total, errors = value
+        return Checked(errors=list(errors)), total, None
+    total, payload, hashes = value
     with gc_paused():
-        return Checked(messages=[PreparedMessage(*row) for row in pickle.loads(payload)]), total
+        messages = [PreparedMessage(*row) for row in pickle.loads(payload)]
+    return Checked(messages=messages), total, np.frombuffer(hashes, dtype=np.uint64)
 
 
 class CheckPool:

@@ -71,6 +71,7 @@ async def batch(request: Request, _key: WriteKey, runtime: RuntimeDep, settings:
         ingestor.refresh_plan()
         return check_body(ingestor.validator, body, ingestor.validator.now())
 
+    hashes = None
     if pool is None:
         checked, total = await run_in_threadpool(check_here)
     else:
@@ -78,12 +79,12 @@ async def batch(request: Request, _key: WriteKey, runtime: RuntimeDep, settings:
         await run_in_threadpool(ingestor.refresh_plan)
         try:
             future = pool.submit(body, ingestor.validator.now(), ingestor.plan.snapshot())
-            checked, total = from_outcome(await asyncio.wrap_future(future))
+            checked, total, hashes = from_outcome(await asyncio.wrap_future(future))
         except BrokenProcessPool:
             checked, total = await run_in_threadpool(check_here)
     if checked.errors:
         raise _invalid("invalid_messages", "messages", checked.errors, total)
-    result = await run_in_threadpool(ingestor.ingest_messages, checked.messages, source="api")
+    result = await run_in_threadpool(ingestor.ingest_messages, checked.messages, source="api", hashes=hashes)
     return result.as_dict()
 
 

@@ -110,6 +110,11 @@ class IdentityGraph:
         by_type: dict[str, list[str]] = {}
         for t, v in wanted:
             by_type.setdefault(t, []).append(v)
+        if not wanted:
+            return
+        if len(wanted) <= chunk:
+            self._load_owners_at_once(conn, by_type)
+            return
         persons: set[str] = set()
         for t, values in by_type.items():
             for i in range(0, len(values), chunk):
@@ -117,6 +122,24 @@ class IdentityGraph:
                 rows = _in_list(conn, "SELECT person_id FROM identities WHERE type = {mark} AND value IN", part, t)
                 persons.update(r[0] for r in rows)
         self.load_persons(conn, persons)
+
+    def _load_owners_at_once(self, conn: Connection, by_type: dict[str, list[str]]) -> None:
+        """:meth:`load` of a few keys (an API batch) in one statement: the owners' identities."""
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        owners = " UNION ".join(
+            f"SELECT person_id FROM identities WHERE type = {mark} AND value IN ({', '.join([mark] * len(values))})"
+            for values in by_type.values()
+        )
+        params = [x for t, values in by_type.items() for x in (t, *values)]
+        rows = conn.exec_driver_sql(
+            f"SELECT type, value, person_id FROM identities WHERE person_id IN ({owners})", tuple(params)
+        ).all()
+        owner, held = self.owner, self.held
+        known = set(held)  # persons already in the working set keep what it says of them
+        for t, v, p in rows:
+            if p not in known:
+                owner[(t, v)] = p
+                held.setdefault(p, {}).setdefault(t, set()).add(v)
 
     def load_persons(self, conn: Connection, person_ids: Iterable[str], chunk: int = 5000) -> None:
         """Read every identity of the given persons into the working set."""

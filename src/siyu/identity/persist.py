@@ -32,6 +32,7 @@ from siyu.store.ops.upsert import (
     micros_texts,
     remember_sqlite_texts,
     sqlite_text,
+    sqlite_texts,
     sqlite_value,
 )
 from siyu.tags.holders import move_person_tags
@@ -209,11 +210,11 @@ def widen_spans(conn: Connection, spans: Sequence[tuple[str, tuple[datetime, dat
         f"ELSE first_seen END, last_seen = CASE WHEN last_seen IS NULL OR last_seen < {mark} THEN {mark} "
         f"ELSE last_seen END WHERE id = {mark}"
     )
-    as_text = conn.dialect.name != "postgresql"  # raw SQLite statements take timestamps as text
-    rows = []
-    for pid, (first, last) in spans:
-        a, b = (sqlite_value(first), sqlite_value(last)) if as_text else (first, last)
-        rows.append((a, a, b, b, pid))
+    if conn.dialect.name == "postgresql":
+        rows = [(first, first, last, last, pid) for pid, (first, last) in spans]
+    else:  # raw SQLite statements take timestamps as text: converted in one vectorised pass
+        stamps = sqlite_texts([t for _, span in spans for t in span])
+        rows = [(a, a, b, b, pid) for (pid, _), a, b in zip(spans, stamps[0::2], stamps[1::2], strict=True)]
     conn.exec_driver_sql(sql, rows)
 
 

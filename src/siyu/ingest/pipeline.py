@@ -176,17 +176,23 @@ class Ingestor:
         self.plan.refresh()
 
     # -- messages -----------------------------------------------------------------------------
-    def ingest_messages(self, prepared: Sequence[PreparedMessage], *, source: str = "api") -> IngestResult:
+    def ingest_messages(
+        self, prepared: Sequence[PreparedMessage], *, source: str = "api", hashes: np.ndarray | None = None
+    ) -> IngestResult:
         """Store checked messages (duplicates by ``messageId`` are counted and skipped).
+
+        ``hashes``: the messages' :func:`~siyu.store.events.hash_event_ids`, when already known (a
+        batch-check worker computes them); else they are computed here.
 
         Calls that arrive while another one writes are written together once it is done (group
         commit): each keeps its own ops-store transaction and counts, exactly as if the calls had
         come one after the other, and all of them share one DuckDB transaction, whose fixed cost
         (some twenty statements of about a millisecond each) is then paid once for the group.
         """
-        ids = [m.message_id for m in prepared]
-        # Hashing needs no lock: while another batch holds it, DuckDB hashes this one's ids.
-        call = _Call(prepared, source, self.events.event_id_hashes(ids))
+        if hashes is None or len(hashes) != len(prepared):
+            # Hashing needs no lock: while another batch holds it, DuckDB hashes this one's ids.
+            hashes = self.events.event_id_hashes([m.message_id for m in prepared])
+        call = _Call(prepared, source, hashes)
         with self._queue_lock:
             self._queue.append(call)
         with self.events.write_lock, gc_paused():

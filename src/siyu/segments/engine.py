@@ -74,6 +74,7 @@ class SegmentEngine:
         self.now = now
 
     def _backend(self) -> Any:
+        self.store.settle()
         backend = ibis.duckdb.from_connection(self.store.cursor())
         # After wrapping: Ibis sets the session to UTC itself. The key is a checked IANA zone name.
         backend.raw_sql(f"SET TimeZone = '{self.tz.key}'")
@@ -106,6 +107,7 @@ class SegmentEngine:
         Executing the generated SQL directly skips Ibis' backend and result conversion.
         """
         sql = ibis.to_sql(self.expression(tree, now=now), dialect="duckdb", pretty=False)
+        self.store.settle()
         cur = self.store.cursor()
         cur.execute(f"SET TimeZone = '{self.tz.key}'")  # a checked IANA zone name
         return cur.execute(wrap.format(q=sql))

@@ -178,6 +178,7 @@ class Membership:
         """Refresh several segments in one go: one cursor, and the touched persons' rows copied once
         per watermark (segments refreshed together share it)."""
         with self.store.write_lock:
+            self.store.settle()
             cur = self.store.cursor()
             self._batch = {"cur": cur, "touched": None, "high": None}
             try:
@@ -255,6 +256,7 @@ class Membership:
                 cur, segment, tree, ctx, incremental=incremental, static=static, started=started, touch=touch
             )
         with self.store.write_lock:
+            self.store.settle()
             cur = self.store.cursor()
             try:
                 return self._refresh(

@@ -50,6 +50,7 @@ def export_lake(store: EventStore, directory: Path | str) -> Path:
     """Write the tables a segment reads to ``directory/<name>.parquet`` (replacing older files)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    store.settle()
     cur = store.cursor()
     try:
         for name in LAKE_TABLES.values():

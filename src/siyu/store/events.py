@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from siyu.store.state import STATE_DDL, drop_state, fold_event_table, rebuild_state
+from siyu.store.state import SETTLE_ROWS, STATE_DDL, drop_state, fold_event_table, rebuild_state, settle_seen
 
 #: 2: the identities of an event live in ``identity_sets`` (stores at 1 are migrated on open).
 SCHEMA_VERSION = 2
@@ -192,6 +192,17 @@ class EventStoreLocked(RuntimeError):
     """Another process (usually ``siyu serve``) holds the event store."""
 
 
+def hash_event_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> np.ndarray:
+    """DuckDB's ``hash()`` of each id, as :class:`SeenIndex` keys them (any connection, any process:
+    the hash is a fixed function of the value, so a batch-check worker can compute it ahead)."""
+    con.register("_hash_input", pa.table({"x": pa.array(list(ids), pa.string())}))
+    try:
+        out = con.execute("SELECT hash(x) AS h FROM _hash_input").fetchnumpy()["h"]
+    finally:
+        con.unregister("_hash_input")
+    return np.asarray(out, dtype=np.uint64)
+
+
 class SeenIndex:
     """Which event ids are stored: 64-bit hashes in a sorted array plus a set of recent ones.
 
@@ -213,12 +224,13 @@ class SeenIndex:
         else:
             hit = np.zeros(len(hashes), dtype=bool)
         if self._recent:
-            hit |= np.fromiter((int(h) in self._recent for h in hashes), dtype=bool, count=len(hashes))
+            recent = self._recent
+            hit |= np.fromiter((h in recent for h in hashes.tolist()), dtype=bool, count=len(hashes))
         return hit
 
     def add(self, hashes: np.ndarray) -> None:
         """Record newly stored ids."""
-        self._recent.update(int(h) for h in hashes)
+        self._recent.update(hashes.tolist())
         if len(self._recent) > 500_000:
             merged = np.concatenate([self._sorted, np.fromiter(self._recent, dtype=np.uint64)])
             self._sorted = np.sort(merged)
@@ -258,8 +270,9 @@ class SetIndex:
                         break
                     j += 1
         if self._recent:
+            recent = self._recent
             known |= np.fromiter(
-                ((int(h), int(lo)) in self._recent for h, lo in zip(high, low, strict=True)), bool, len(high)
+                (pair in recent for pair in zip(high.tolist(), low.tolist(), strict=True)), bool, len(high)
             )
         return ~known
 
@@ -288,6 +301,7 @@ class EventStore:
 
     def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -309,6 +323,8 @@ class EventStore:
         self._meta: dict[str, str | None] = {}
         self._meta_pending: dict[str, str] = {}
         self._sets: SetIndex | None = None
+        self._unsettled = 0  # rows this process appended to seen_pending since it last settled
+        self.settle_rows = SETTLE_ROWS  # … and settles once it reaches this many
         if not read_only:
             self.con.execute(_DDL)
             self._migrate_identity_sets()
@@ -393,10 +409,7 @@ class EventStore:
         local = self._local
         if getattr(local, "con", None) is not self.con:  # first use in this thread, or reconnected
             local.cursor, local.con = self.con.cursor(), self.con
-        cur = local.cursor
-        cur.register("_hash_input", pa.table({"x": pa.array(list(ids), pa.string())}))
-        out = cur.execute("SELECT hash(x) AS h FROM _hash_input").fetchnumpy()["h"]
-        return np.asarray(out, dtype=np.uint64)
+        return hash_event_ids(local.cursor, ids)
 
     def seen_index(self) -> SeenIndex:
         """The dedupe index (built on first use)."""
@@ -458,6 +471,21 @@ class EventStore:
 
     def _forget_pending(self) -> None:
         self._pending, self._pending_hashes, self._meta_pending = [], [], {}
+
+    def settle(self) -> None:
+        """Bring ``person_state`` up to date (:func:`~siyu.store.state.settle_seen`) before reading it.
+
+        Every reader of ``person_state`` calls this first; it costs one small query when there is
+        nothing to settle. Not inside a :meth:`transaction` of this thread (it opens its own).
+        """
+        if self.read_only:
+            return
+        with self.write_lock:
+            if not self.con.execute("SELECT EXISTS (SELECT 1 FROM seen_pending)").fetchone()[0]:  # type: ignore[index]
+                return
+            with self.transaction() as con:
+                settle_seen(con)
+            self._unsettled = 0
 
     # -- identity sets ------------------------------------------------------------------------
     def set_index(self) -> SetIndex:
@@ -530,6 +558,10 @@ class EventStore:
             finally:
                 con.unregister("_new_events")
             fold_event_table(con, table)
+            self._unsettled += table.num_rows
+            if self._unsettled >= self.settle_rows:
+                settle_seen(con)
+                self._unsettled = 0
             if self._seen is not None:
                 known = 0
                 if hashes is not None and len(hashes):
@@ -628,10 +660,15 @@ class EventStore:
 
     def set_meta(self, con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
         """Set a ``store_meta`` value inside a :meth:`transaction` (seen by :meth:`get_meta` once committed)."""
-        con.execute(
-            "INSERT INTO store_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [key, value],
-        )
+        if self._meta.get(key) is not None or key in self._meta_pending:
+            # The row exists (committed, or written earlier in this transaction): an UPDATE is
+            # about half the cost of an upsert, and the change feed sets its watermark per batch.
+            con.execute("UPDATE store_meta SET value = ? WHERE key = ?", [value, key])
+        else:
+            con.execute(
+                "INSERT INTO store_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
         self._meta_pending[key] = value
 
     # -- reads --------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ the two can never disagree:
 Rows are keyed by the surviving person: a merge moves (or, for traits, drops: the ops store writes
 the survivor's new values as changes) the merged person's rows. :func:`rebuild_state` folds the
 whole history again.
+
+First / last seen of small writes (an API batch) are not upserted into ``person_state`` at once:
+an upsert there costs a few milliseconds plus a scan that grows with the table, per batch. They
+are appended to ``seen_pending`` and folded in by :func:`settle_seen` — by the writer every
+``SETTLE_ROWS`` rows, and before anything reads ``person_state`` (:meth:`EventStore.settle`).
+Merged persons' ``person_state`` rows are moved to their survivors there too (decision 015).
 """
 
 from __future__ import annotations
@@ -22,15 +28,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 STATE_TABLES: tuple[str, ...] = ("person_state", "trait_state", "tag_state", "group_state")
 
+#: The writer settles ``seen_pending`` once it holds about this many rows.
+SETTLE_ROWS = 100_000
+
 
 def drop_state(con: duckdb.DuckDBPyConnection) -> None:
     """Drop the state tables (before re-creating them in a new shape and folding again)."""
-    for table in STATE_TABLES:
+    for table in (*STATE_TABLES, "seen_pending"):
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -62,6 +72,13 @@ CREATE TABLE IF NOT EXISTS group_state (
     chat_id VARCHAR NOT NULL,
     joined_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (person_id, chat_id)
+);
+-- First / last seen not yet folded into person_state (settle_seen); person_id as written, which
+-- may since have been merged. NULL spans only register the person.
+CREATE TABLE IF NOT EXISTS seen_pending (
+    person_id VARCHAR NOT NULL,
+    first_seen TIMESTAMPTZ,
+    last_seen TIMESTAMPTZ
 );
 """
 
@@ -101,6 +118,23 @@ def fold_seen(con: duckdb.DuckDBPyConnection, relation: str) -> None:
             last_seen = greatest(person_state.last_seen, excluded.last_seen)""")
 
 
+def settle_seen(con: duckdb.DuckDBPyConnection) -> bool:
+    """Fold ``seen_pending`` into ``person_state`` and move merged persons' rows to their survivors.
+
+    Returns whether there was anything to settle. Runs inside the caller's transaction.
+    """
+    if not con.execute("SELECT EXISTS (SELECT 1 FROM seen_pending)").fetchone()[0]:  # type: ignore[index]
+        return False
+    # Rows of persons merged since the last settle: their spans go to the survivors (with the
+    # pending ones, which fold_seen resolves), the rows themselves go.
+    con.execute("""INSERT INTO seen_pending SELECT a.person_id, p.first_seen, p.last_seen
+        FROM person_state p JOIN person_aliases a ON a.alias_id = p.person_id""")
+    con.execute("DELETE FROM person_state WHERE person_id IN (SELECT alias_id FROM person_aliases)")
+    fold_seen(con, "(SELECT person_id, first_seen AS first, last_seen AS last FROM seen_pending)")
+    con.execute("DELETE FROM seen_pending")
+    return True
+
+
 def _sighting_spans(events: str) -> str:
     """Per person of the relation ``events``, the first and last sighting (:data:`SIGHTING`)."""
     return f"""(SELECT person_id, min(ts) FILTER (WHERE {SIGHTING}) AS first,
@@ -114,7 +148,10 @@ def fold_event_table(con: duckdb.DuckDBPyConnection, events: pa.Table) -> None:
         return
     con.register("_fold_events", events)
     try:
-        fold_seen(con, _sighting_spans("_fold_events"))
+        # One pending row per event (settle_seen aggregates): cheaper here than grouping first.
+        con.execute(f"""INSERT INTO seen_pending
+            SELECT person_id, CASE WHEN {SIGHTING} THEN ts END, CASE WHEN {SIGHTING} THEN ts END
+            FROM _fold_events WHERE person_id IS NOT NULL AND person_id <> ''""")
     finally:
         con.unregister("_fold_events")
 
@@ -122,9 +159,9 @@ def fold_event_table(con: duckdb.DuckDBPyConnection, events: pa.Table) -> None:
 def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """Fold change rows (:data:`CHANGES_ARROW`, any order; ``seq`` decides) into the state tables.
 
-    The batch's ``identities_merged`` rows name the merged persons; their survivors are read from
-    ``person_aliases``, which already holds them. The fold does not depend on where in the batch a
-    merge falls:
+    The batch's ``identities_merged`` rows name the merged persons and, followed to the end of each
+    chain, their survivors (as in ``person_aliases``, which already holds them). The fold does not
+    depend on where in the batch a merge falls:
 
     * tags and group memberships follow the person: the merged persons' earlier rows move to the
       survivor, then the batch's changes apply to the resolved person, the last per key winning;
@@ -140,9 +177,12 @@ def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     merges = "identities_merged" in kinds
     con.register("_fold_changes", rows)
     try:
+        held: list[str] = []
         if merges:
-            _merge_targets(con)
-            _move_merged(con)
+            _merge_targets(con, rows)
+            held = _move_merged(con)
+            if "trait_changed" in kinds and "trait_state" not in held:
+                held.append("trait_state")  # the batch may write traits of a person it merges
         if kinds & {"tag_added", "tag_removed"}:
             _fold_tags(con)
         if kinds & {"group_joined", "group_left"}:
@@ -151,8 +191,8 @@ def fold_changes(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
             _fold_traits(con)
         _fold_owner(con, "owner_changed" in kinds)
         if merges:
-            _drop_merged(con)
-            con.execute("DROP TABLE _fold_merges")
+            _drop_merged(con, held)
+            con.unregister("_fold_merges")
     finally:
         con.unregister("_fold_changes")
 
@@ -205,48 +245,69 @@ def _fold_groups(con: duckdb.DuckDBPyConnection) -> None:
 
 def _fold_owner(con: duckdb.DuckDBPyConnection, owners: bool) -> None:
     """Register every person a change is about, then set owners (last ``owner_changed`` wins)."""
-    con.execute("""INSERT INTO person_state (person_id)
-        SELECT DISTINCT person_id FROM _fold_changes
-        WHERE person_id IS NOT NULL AND person_id <> ''
-        ON CONFLICT (person_id) DO NOTHING""")
+    con.execute("INSERT INTO seen_pending (person_id) SELECT person_id FROM _fold_changes WHERE person_id <> ''")
     if not owners:
         return
+    settle_seen(con)  # the rows to update must exist
     last = _last_per("person_id", "'owner_changed'")
     con.execute(f"""UPDATE person_state SET owner = json_extract_string(c.payload, '$.new')
         FROM ({last}) c WHERE person_state.person_id = c.person_id""")
 
 
-def _merge_targets(con: duckdb.DuckDBPyConnection) -> None:
-    """``_fold_merges(alias_id, into_id)``: each person merged in this batch and its final survivor."""
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE _fold_merges AS
-        SELECT m.alias_id, {_RESOLVED.format(col="m.alias_id")} AS into_id FROM (
-            SELECT DISTINCT json_extract_string(payload, '$.from_person_id') AS alias_id
-            FROM _fold_changes WHERE kind = 'identities_merged') m""")
-    con.execute("DELETE FROM _fold_merges WHERE alias_id = into_id")
+def _merge_targets(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    """Register ``_fold_merges(alias_id, into_id)``: each person merged by ``rows`` and its final
+    survivor (chains within ``rows`` followed: a survivor of an earlier merge cannot be merged away
+    before, so the last link of a chain here is the survivor in ``person_aliases`` too)."""
+    merged = rows.filter(pc.equal(rows.column("kind"), "identities_merged")).column("payload").to_pylist()
+    into: dict[str, str] = {}
+    for text in merged:
+        payload = orjson.loads(text)
+        into[payload["from_person_id"]] = payload["into_person_id"]
+
+    def root(person: str) -> str:
+        seen = {person}
+        while person in into and into[person] not in seen:
+            person = into[person]
+            seen.add(person)
+        return person
+
+    pairs = [(alias, root(alias)) for alias in into]
+    pairs = [(a, b) for a, b in pairs if a != b]
+    con.register(
+        "_fold_merges",
+        pa.table({"alias_id": [a for a, _ in pairs], "into_id": [b for _, b in pairs]}, schema=_MERGES_ARROW),
+    )
 
 
-def _move_merged(con: duckdb.DuckDBPyConnection) -> None:
-    """Copy merged persons' first / last seen, tags and groups to their survivors
-    (:func:`_drop_merged` then deletes the merged persons' rows)."""
-    con.execute("""INSERT INTO person_state (person_id, first_seen, last_seen)
-        SELECT f.into_id, min(p.first_seen), max(p.last_seen)
-        FROM _fold_merges f JOIN person_state p ON p.person_id = f.alias_id GROUP BY f.into_id
-        ON CONFLICT (person_id) DO UPDATE SET
-            first_seen = least(person_state.first_seen, excluded.first_seen),
-            last_seen = greatest(person_state.last_seen, excluded.last_seen)""")
+_MERGES_ARROW = pa.schema([("alias_id", pa.string()), ("into_id", pa.string())])
+
+
+def _move_merged(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Copy merged persons' tags and groups to their survivors; returns the state tables holding
+    rows of merged persons, for :func:`_drop_merged` (``person_state`` rows are moved by
+    :func:`settle_seen`). Tables without such rows (usually all: a merged person is most often a
+    fresh anonymous one) cost one shared check instead of a statement each."""
+    tables = ("trait_state", "tag_state", "group_state")
+    checks = ", ".join(f"EXISTS (SELECT 1 FROM {t} JOIN _fold_merges f ON {t}.person_id = f.alias_id)" for t in tables)
+    found = con.execute(f"SELECT {checks}").fetchone()
+    held = [t for t, hit in zip(tables, found or (), strict=True) if hit]
     for table, key in (("tag_state", "tag, staff_userid"), ("group_state", "chat_id")):
-        con.execute(f"""INSERT INTO {table} BY NAME
-            SELECT t.* REPLACE (f.into_id AS person_id) FROM {table} t JOIN _fold_merges f ON t.person_id = f.alias_id
-            ON CONFLICT (person_id, {key}) DO NOTHING""")
+        if table in held:
+            con.execute(f"""INSERT INTO {table} BY NAME
+                SELECT t.* REPLACE (f.into_id AS person_id) FROM {table} t
+                JOIN _fold_merges f ON t.person_id = f.alias_id
+                ON CONFLICT (person_id, {key}) DO NOTHING""")
+    return held
 
 
-def _drop_merged(con: duckdb.DuckDBPyConnection) -> None:
-    for table in STATE_TABLES:
+def _drop_merged(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> None:
+    for table in tables:
         con.execute(f"DELETE FROM {table} WHERE person_id IN (SELECT alias_id FROM _fold_merges)")
 
 
 def forget_persons(con: duckdb.DuckDBPyConnection, person_ids: Sequence[str]) -> None:
     """Delete ``person_ids`` from every state table and every segment's membership (PIPL erasure)."""
+    settle_seen(con)  # pending rows of the persons (or of persons merged into them) go too
     for table in (*STATE_TABLES, "segment_membership"):
         con.execute(f"DELETE FROM {table} WHERE person_id IN (SELECT unnest(?::VARCHAR[]))", [list(person_ids)])
 
@@ -256,7 +317,7 @@ def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
 
     Change events are folded in the order they were stored (``rowid``), which is feed order.
     """
-    for table in STATE_TABLES:
+    for table in (*STATE_TABLES, "seen_pending"):
         con.execute(f"DELETE FROM {table}")
     fold_seen(con, _sighting_spans("events"))
     changes = con.sql(
@@ -264,3 +325,4 @@ def rebuild_state(con: duckdb.DuckDBPyConnection) -> None:
            FROM events WHERE message_type = 'change' ORDER BY rowid"""
     ).to_arrow_table()
     fold_changes(con, changes.cast(CHANGES_ARROW))
+    settle_seen(con)
