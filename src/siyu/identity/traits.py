@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -12,7 +11,7 @@ from sqlalchemy import Connection, bindparam, delete, select, tuple_
 from siyu.ids import derived_id
 from siyu.store.feed import Change, insert_changes
 from siyu.store.ops.schema import traits
-from siyu.store.ops.upsert import sqlite_value
+from siyu.store.ops.upsert import json_text, sqlite_texts
 from siyu.timeutil import as_utc
 
 TraitUpdate = tuple[str, str, Any, datetime, str]  # person_id, key, value, ts, message_id
@@ -27,19 +26,19 @@ def upsert_traits(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert or replace trait rows (``person_id, key, value, updated_at``) with one raw statement.
 
     SQLAlchemy's per-row JSON and date processing dominated large identify batches; values are
-    serialised here as its JSON type stores them (``json.dumps``), dates as SQLite stores them.
+    serialised here as its JSON type stores them (``json.dumps``: :func:`json_text`), dates as SQLite stores them.
     """
     if not rows:
         return
     pg = conn.dialect.name == "postgresql"
     mark, json_mark = ("%s", "CAST(%s AS JSON)") if pg else ("?", "?")  # SQLite's CAST(… AS JSON) is NUMERIC
+    stamps = [r["updated_at"] for r in rows]
+    if not pg:  # as text, each distinct time converted once (a profile's traits share theirs)
+        stamps = sqlite_texts(stamps)
     conn.exec_driver_sql(
         f"INSERT INTO traits (person_id, key, value, updated_at) VALUES ({mark}, {mark}, {json_mark}, {mark}) "
         "ON CONFLICT (person_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        [
-            (r["person_id"], r["key"], json.dumps(r["value"]), r["updated_at"] if pg else sqlite_value(r["updated_at"]))
-            for r in rows
-        ],
+        [(r["person_id"], r["key"], json_text(r["value"]), at) for r, at in zip(rows, stamps, strict=True)],
     )
 
 

@@ -34,6 +34,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from siyu.identity.graph import Key
 from siyu.identity.normalize import IdentityValueError
 from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.identity.traits import TraitUpdate, apply_trait_updates
@@ -361,6 +362,7 @@ class _Job:
         people: list[str] = [""] * len(rows)
         strategies = settings.trait_strategies
         rules = self.ingestor.rules
+        sorted_keys: dict[tuple[Any, ...], list[Key]] = {}  # identity values → keys in priority order
         with self.ingestor.engine.begin() as conn:
             start = 0
             while start < len(rows):
@@ -382,7 +384,9 @@ class _Job:
                 sightings: list[Sighting] = []
                 owners: list[list[int]] = []
                 for key, (at, lo, hi, first_mid, members) in combos.items():
-                    keys = rules.sort(self._keys(key))
+                    keys = sorted_keys.get(key)
+                    if keys is None:
+                        keys = sorted_keys[key] = rules.sort(self._keys(key))
                     sightings.append(Sighting(keys, at, hi, first_mid))
                     owners.append(members)
                     if lo < at:
@@ -410,7 +414,7 @@ class _Job:
         for i in range(len(rows)):
             k = keys_json.get(idvals[i])
             if k is None:
-                keys = rules.sort(self._keys(idvals[i]))
+                keys = sorted_keys.get(idvals[i]) or rules.sort(self._keys(idvals[i]))
                 k = keys_json[idvals[i]] = (keys[0][0], keys[0][1], orjson.dumps(keys).decode())
             id_type.append(k[0])
             id_value.append(k[1])

@@ -8,7 +8,6 @@ between the two commits is repaired by the next call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy import Connection, Engine, Text, bindparam, cast, select
 
 from siyu.store.events import EVENTS_ARROW, EventStore
 from siyu.store.ops.schema import changes
-from siyu.store.ops.upsert import bulk_insert
+from siyu.store.ops.upsert import bulk_insert, json_text
 from siyu.store.state import CHANGES_ARROW, fold_changes
 
 WATERMARK = "ops_change_seq"
@@ -36,7 +35,7 @@ def insert_changes(conn: Connection, rows: Sequence[Change]) -> None:
 
     Written with :func:`bulk_insert`; the payload serialised as SQLAlchemy's JSON type stores it.
     """
-    bulk_insert(conn, changes, _COLUMNS, [(k, p, e, at, json.dumps(payload)) for k, p, e, at, payload in rows])
+    bulk_insert(conn, changes, _COLUMNS, [(k, p, e, at, json_text(payload)) for k, p, e, at, payload in rows])
 
 
 # The payload as its JSON text: parsing it into Python only to dump it again was most of the work.
@@ -79,39 +78,58 @@ def apply_changes(
             if events is not None:
                 store.append_events(con, events, hashes)
             return applied
-        now = datetime.now(UTC)
-        cols: dict[str, list[object]] = {name: [] for name in EVENTS_ARROW.names}
-        aliases = []
-        fold: dict[str, list[object]] = {name: [] for name in CHANGES_ARROW.names}
-        for row in rows:
-            at = row.occurred_at if row.occurred_at.tzinfo else row.occurred_at.replace(tzinfo=UTC)
-            cols["event_id"].append(row.event_id)
-            cols["person_id"].append(row.person_id or "")
-            cols["identity_type"].append(None)
-            cols["identity_value"].append(None)
-            cols["identities"].append(None)
-            cols["message_type"].append("change")
-            cols["name"].append("$" + row.kind)
-            cols["ts"].append(at)
-            payload = orjson.loads(row.payload)
-            cols["properties"].append(orjson.dumps(payload).decode())  # one canonical form, whoever wrote it
-            cols["source"].append("siyu")
-            cols["received_at"].append(now)
-            fold["seq"].append(row.seq)
-            fold["kind"].append(row.kind)
-            fold["person_id"].append(row.person_id or "")
-            fold["payload"].append(cols["properties"][-1])
-            fold["changed_at"].append(at)
-            if row.kind == "identities_merged":
-                aliases.append((payload["from_person_id"], payload["into_person_id"]))
+        changed, fold, aliases = _change_tables(rows, datetime.now(UTC))
         store.add_aliases(con, aliases)
-        changed = pa.table(cols, schema=EVENTS_ARROW)
         if events is not None:
             store.append_events(con, pa.concat_tables([events, changed]), hashes)
             events = None
         else:
             store.append_events(con, changed)
-        fold_changes(con, pa.table(fold, schema=CHANGES_ARROW))
+        fold_changes(con, fold)
         last = rows[-1].seq
         store.set_meta(con, WATERMARK, str(last))
         applied += len(rows)
+
+
+def _change_tables(rows: Sequence[Any], now: datetime) -> tuple[pa.Table, pa.Table, list[tuple[str, str]]]:
+    """Feed rows (``_PENDING``) as events (:data:`EVENTS_ARROW`), as rows to fold
+    (:data:`CHANGES_ARROW`), and the merges among them (alias → survivor), built column-wise."""
+    seqs, kinds, persons, event_ids, occurred, texts = (list(column) for column in zip(*rows, strict=True))
+    parsed = [orjson.loads(text) for text in texts]
+    payloads = [orjson.dumps(value).decode() for value in parsed]  # one canonical form, whoever wrote it
+    persons = [p or "" for p in persons]
+    n = len(seqs)
+    at = pa.array(occurred, pa.timestamp("us", tz="UTC"))  # naive (SQLite) values are UTC
+    none = pa.nulls(n, pa.string())
+    events = pa.table(
+        {
+            "event_id": pa.array(event_ids, pa.string()),
+            "person_id": pa.array(persons, pa.string()),
+            "identity_type": none,
+            "identity_value": none,
+            "identities": none,
+            "message_type": pa.array(["change"] * n, pa.string()),
+            "name": pa.array(["$" + k for k in kinds], pa.string()),
+            "ts": at,
+            "properties": pa.array(payloads, pa.string()),
+            "source": pa.array(["siyu"] * n, pa.string()),
+            "received_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        },
+        schema=EVENTS_ARROW,
+    )
+    fold = pa.table(
+        {
+            "seq": pa.array(seqs, pa.int64()),
+            "kind": pa.array(kinds, pa.string()),
+            "person_id": events.column("person_id"),
+            "payload": events.column("properties"),
+            "changed_at": at,
+        },
+        schema=CHANGES_ARROW,
+    )
+    aliases = [
+        (value["from_person_id"], value["into_person_id"])
+        for kind, value in zip(kinds, parsed, strict=True)
+        if kind == "identities_merged"
+    ]
+    return events, fold, aliases
