@@ -107,11 +107,11 @@ class IdentityGraph:
             owners = {p for t, v, p in conn.execute(_ALL_IDENTITIES).yield_per(50_000) if (t, v) in wanted}
             self.load_persons(conn, owners)
             return
+        if not wanted:
+            return
         by_type: dict[str, list[str]] = {}
         for t, v in wanted:
             by_type.setdefault(t, []).append(v)
-        if not wanted:
-            return
         if len(wanted) <= chunk:
             self._load_owners_at_once(conn, by_type)
             return

@@ -33,9 +33,12 @@ def _json_encoder() -> Callable[[Any], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator (another Python): the same text, slower
         return json.dumps
-    # json.dumps' own settings, without the per-call set-up and circular-reference check (the
-    # values come from parsed JSON and cannot be circular).
-    chunks = make(None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    try:
+        # json.dumps' own settings, without the per-call set-up and circular-reference check (the
+        # values come from parsed JSON and cannot be circular).
+        chunks = make(None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    except TypeError:  # another signature (another Python version)
+        return json.dumps
     return lambda value: "".join(chunks(value, 0))
 
 
