@@ -14,6 +14,7 @@ import os
 import signal
 from concurrent.futures.process import BrokenProcessPool
 
+import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
@@ -21,6 +22,7 @@ from helpers import WRITE, at, identify, track
 from siyu.api.app import create_app
 from siyu.api.checkpool import CheckPool
 from siyu.config import Settings
+from siyu.store.events import hash_event_ids
 from test_hostile_input import *  # noqa: F403  (re-run here through the worker processes)
 from test_ingest_api import *  # noqa: F403
 
@@ -97,10 +99,6 @@ def test_workers_that_cannot_start_leave_checking_in_the_request_thread(settings
 
 def test_worker_hashes_are_the_stores_dedupe_hashes(api) -> None:
     """The worker hashes ids on its own in-memory DuckDB; the store's dedupe index must agree."""
-    import duckdb
-
-    from siyu.store.events import hash_event_ids
-
     ids = ["m-1", "消息-2", "", "x" * 300]
     assert hash_event_ids(duckdb.connect(), ids).tolist() == api.runtime.events.event_id_hashes(ids).tolist()
     body = [track("clicked", message_id="dup-1", userId="U-1", timestamp=at(1))]

@@ -414,7 +414,7 @@ class _Job:
         for i in range(len(rows)):
             k = keys_json.get(idvals[i])
             if k is None:
-                keys = sorted_keys.get(idvals[i]) or rules.sort(self._keys(idvals[i]))
+                keys = sorted_keys[idvals[i]]  # every row's combination went through the graph above
                 k = keys_json[idvals[i]] = (keys[0][0], keys[0][1], orjson.dumps(keys).decode())
             id_type.append(k[0])
             id_value.append(k[1])

@@ -189,9 +189,11 @@ class Ingestor:
         come one after the other, and all of them share one DuckDB transaction, whose fixed cost
         (some twenty statements of about a millisecond each) is then paid once for the group.
         """
-        if hashes is None or len(hashes) != len(prepared):
+        if hashes is None:
             # Hashing needs no lock: while another batch holds it, DuckDB hashes this one's ids.
             hashes = self.events.event_id_hashes([m.message_id for m in prepared])
+        elif len(hashes) != len(prepared):
+            raise ValueError(f"{len(hashes)} event-id hashes for {len(prepared)} messages")
         call = _Call(prepared, source, hashes)
         with self._queue_lock:
             self._queue.append(call)

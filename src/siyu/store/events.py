@@ -27,7 +27,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from siyu.store.state import SETTLE_ROWS, STATE_DDL, drop_state, fold_event_table, rebuild_state, settle_seen
+from siyu.store.state import (
+    SETTLE_ROWS,
+    STATE_DDL,
+    drop_state,
+    final_survivors,
+    fold_event_table,
+    has_pending_seen,
+    rebuild_state,
+    settle_seen,
+)
 
 #: 2: the identities of an event live in ``identity_sets`` (stores at 1 are migrated on open).
 SCHEMA_VERSION = 2
@@ -481,7 +490,7 @@ class EventStore:
         if self.read_only:
             return
         with self.write_lock:
-            if not self.con.execute("SELECT EXISTS (SELECT 1 FROM seen_pending)").fetchone()[0]:  # type: ignore[index]
+            if not has_pending_seen(self.con):
                 return
             with self.transaction() as con:
                 settle_seen(con)
@@ -626,16 +635,8 @@ class EventStore:
         """
         if not pairs:
             return
-        into = dict(pairs)
-
-        def root(person: str) -> str:
-            seen = set()
-            while person in into and person not in seen:
-                seen.add(person)
-                person = into[person]
-            return person
-
-        flat = pa.table({"alias_id": list(into), "person_id": [root(a) for a in into]})
+        survivors = final_survivors(pairs)
+        flat = pa.table({"alias_id": list(survivors), "person_id": list(survivors.values())})
         con.register("_new_aliases", flat)
         try:
             con.execute(

@@ -25,7 +25,7 @@ Merged persons' ``person_state`` rows are moved to their survivors there too (de
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import duckdb
 import orjson
@@ -118,12 +118,17 @@ def fold_seen(con: duckdb.DuckDBPyConnection, relation: str) -> None:
             last_seen = greatest(person_state.last_seen, excluded.last_seen)""")
 
 
+def has_pending_seen(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``seen_pending`` holds rows to settle."""
+    return bool(con.execute("SELECT EXISTS (SELECT 1 FROM seen_pending)").fetchone()[0])  # type: ignore[index]
+
+
 def settle_seen(con: duckdb.DuckDBPyConnection) -> bool:
     """Fold ``seen_pending`` into ``person_state`` and move merged persons' rows to their survivors.
 
     Returns whether there was anything to settle. Runs inside the caller's transaction.
     """
-    if not con.execute("SELECT EXISTS (SELECT 1 FROM seen_pending)").fetchone()[0]:  # type: ignore[index]
+    if not has_pending_seen(con):
         return False
     # Rows of persons merged since the last settle: their spans go to the survivors (with the
     # pending ones, which fold_seen resolves), the rows themselves go.
@@ -254,25 +259,29 @@ def _fold_owner(con: duckdb.DuckDBPyConnection, owners: bool) -> None:
         FROM ({last}) c WHERE person_state.person_id = c.person_id""")
 
 
-def _merge_targets(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
-    """Register ``_fold_merges(alias_id, into_id)``: each person merged by ``rows`` and its final
-    survivor (chains within ``rows`` followed: a survivor of an earlier merge cannot be merged away
-    before, so the last link of a chain here is the survivor in ``person_aliases`` too)."""
-    merged = rows.filter(pc.equal(rows.column("kind"), "identities_merged")).column("payload").to_pylist()
-    into: dict[str, str] = {}
-    for text in merged:
-        payload = orjson.loads(text)
-        into[payload["from_person_id"]] = payload["into_person_id"]
+def final_survivors(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Each merged person of ``pairs`` (``alias → into``, in order) and the end of its chain
+    (A→B, then B→C: A and B → C), as ``person_aliases`` keeps them."""
+    into = dict(pairs)
 
     def root(person: str) -> str:
-        seen = {person}
-        while person in into and into[person] not in seen:
-            person = into[person]
+        seen = set()
+        while person in into and person not in seen:
             seen.add(person)
+            person = into[person]
         return person
 
-    pairs = [(alias, root(alias)) for alias in into]
-    pairs = [(a, b) for a, b in pairs if a != b]
+    return {alias: root(alias) for alias in into}
+
+
+def _merge_targets(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    """Register ``_fold_merges(alias_id, into_id)``: each person merged by ``rows`` and its final
+    survivor (:func:`final_survivors`: a survivor of an earlier merge cannot be merged away before,
+    so the end of a chain here is the survivor in ``person_aliases`` too)."""
+    merged = rows.filter(pc.equal(rows.column("kind"), "identities_merged")).column("payload").to_pylist()
+    payloads = [orjson.loads(text) for text in merged]
+    survivors = final_survivors((p["from_person_id"], p["into_person_id"]) for p in payloads)
+    pairs = [(a, b) for a, b in survivors.items() if a != b]
     con.register(
         "_fold_merges",
         pa.table({"alias_id": [a for a, _ in pairs], "into_id": [b for _, b in pairs]}, schema=_MERGES_ARROW),
