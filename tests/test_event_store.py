@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
+import siyu.store.feed as feed
 from helpers import identify, track
 from siyu.store.events import EVENTS_ARROW, EventStore, SeenIndex
-from siyu.store.feed import WATERMARK, apply_changes
+from siyu.store.feed import BUNDLE, VOID, WATERMARK, apply_changes, insert_changes, void_changes_of
 from siyu.store.ops.schema import changes
 
 U64 = np.uint64
@@ -239,6 +240,98 @@ def test_ingest_leaves_no_change_unapplied(api) -> None:
     assert apply(api.runtime) == 0
     # every change in the ops feed is in the event store, exactly once
     assert sorted(r[0] for r in change_rows(api.runtime)) == sorted(r["event_id"] for r in feed)
+
+
+def _trait_change(person: str, n: int, value: object) -> feed.Change:
+    at = datetime(2024, 5, 1, tzinfo=UTC) + timedelta(minutes=n)
+    return ("trait_changed", person, f"ch-{n:03d}", at, {"key": "plan", "old": None, "new": value})
+
+
+def _feed_kinds(runtime) -> list[str]:
+    with runtime.engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(changes.c.kind).order_by(changes.c.seq))]
+
+
+def _trait_state(runtime) -> list[tuple]:
+    return runtime.events.cursor().execute("SELECT person_id, key, value FROM trait_state ORDER BY 1").fetchall()
+
+
+@pytest.mark.parametrize(("bundle_above", "bundles"), [(0, 3), (2, 1), (1000, 0)])
+def test_a_bundle_applies_as_its_changes_would_in_feed_order_and_is_pruned(
+    runtime, bundle_above: int, bundles: int
+) -> None:
+    """Singles, then a bundle, then singles: the events are the changes' own, and the last change
+    per person and key wins in feed order, wherever the bundle stands."""
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change("p1", 0, "bronze")], bundle_above=bundle_above)
+        insert_changes(
+            conn,
+            [_trait_change("p1", 1, "silver"), _trait_change("p2", 2, "gold"), _trait_change("p3", 3, 7)],
+            bundle_above=bundle_above,
+        )
+        insert_changes(conn, [_trait_change("p2", 4, "platinum")], bundle_above=bundle_above)
+    assert _feed_kinds(runtime).count(BUNDLE) == bundles
+    assert apply(runtime) == 5
+    rows = change_rows(runtime)
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (f"ch-{n:03d}", p, "$trait_changed") for n, p in enumerate(["p1", "p1", "p2", "p3", "p2"])
+    ]
+    assert json.loads(rows[3][3]) == {"key": "plan", "old": None, "new": 7}
+    ts = runtime.events.cursor().execute("SELECT ts FROM events WHERE event_id = 'ch-002'").fetchone()[0]
+    assert ts == datetime(2024, 5, 1, 0, 2, tzinfo=UTC)
+    assert _trait_state(runtime) == [("p1", "plan", '"silver"'), ("p2", "plan", '"platinum"'), ("p3", "plan", "7")]
+    # Applied and committed: the bundle rows are void (no payload left), the singles stay.
+    expected = {3: [VOID] * 3, 1: ["trait_changed", VOID, "trait_changed"], 0: ["trait_changed"] * 5}
+    assert _feed_kinds(runtime) == expected[bundles]
+    assert apply(runtime) == 0
+
+
+def test_a_bundle_whose_apply_rolls_back_stays_and_is_applied_by_the_next_call(runtime) -> None:
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change("p1", n, n) for n in range(4)], bundle_above=1)
+    with pytest.raises(RuntimeError), runtime.events.transaction() as con:
+        assert apply_changes(runtime.engine, runtime.events, con) == 4
+        raise RuntimeError("crash between the two commits")
+    assert change_rows(runtime) == [] and _feed_kinds(runtime) == [BUNDLE]
+    assert apply(runtime) == 4
+    assert [r[0] for r in change_rows(runtime)] == [f"ch-{n:03d}" for n in range(4)]
+    assert _feed_kinds(runtime) == [VOID]
+
+
+def test_scrubbing_a_pending_bundle_drops_only_that_persons_changes(runtime) -> None:
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change(p, n, n) for n, p in enumerate("abab")], bundle_above=1)
+        insert_changes(conn, [_trait_change("a", 10 + n, n) for n in range(3)], bundle_above=1)
+    with runtime.engine.begin() as conn:
+        assert void_changes_of(conn, ["a"]) == 5
+        assert void_changes_of(conn, ["a"]) == 0
+    assert _feed_kinds(runtime) == [BUNDLE, VOID]  # the second held only a's changes
+    assert apply(runtime) == 2
+    assert [(r[0], r[1]) for r in change_rows(runtime)] == [("ch-001", "b"), ("ch-003", "b")]
+
+
+def test_voided_rows_keep_their_seq_so_later_changes_are_applied(runtime) -> None:
+    """SQLite gives a new row max(rowid) + 1: had the applied last row been deleted, the next
+    change would reuse its seq, at or below the watermark, and never be applied."""
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change("p1", n, n) for n in range(3)], bundle_above=1)
+    assert apply(runtime) == 3
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change("p1", 9, 9)])
+    assert apply(runtime) == 1
+    assert _trait_state(runtime) == [("p1", "plan", "9")]
+    with runtime.engine.connect() as conn:
+        body = conn.execute(select(changes.c.payload).where(changes.c.kind == VOID)).scalar_one()
+    assert body == {}
+
+
+def test_a_large_writer_call_is_one_bundle_by_default(runtime) -> None:
+    many = [_trait_change(f"p{n}", n, n) for n in range(feed.BUNDLE_ABOVE + 1)]
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, many[:-1])
+        insert_changes(conn, many)
+    kinds = _feed_kinds(runtime)
+    assert kinds.count(BUNDLE) == 1 and len(kinds) == feed.BUNDLE_ABOVE + 1
 
 
 # -- identity sets --------------------------------------------------------------------------------

@@ -110,6 +110,37 @@ def test_on_top_of_stored_persons_the_outcome_equals_the_graph(engine: Engine) -
     assert cols_result == graph_result
 
 
+def test_sightings_of_stored_persons_skip_the_graph_unless_another_component_touches_them(
+    engine: Engine, graph_calls: list[int]
+) -> None:
+    def seen(keys: list[tuple[str, str]], minute: int, mid: str) -> Sighting:
+        at = T0 + timedelta(minutes=minute)
+        return Sighting(RULES.sort(keys), at, at + timedelta(minutes=1), mid)
+
+    before = [
+        seen([("member_id", "M1"), ("phone", "+8613800000001")], 0, "b1"),
+        seen([("anonymous_id", "A2"), ("phone", "+8613800000002")], 1, "b2"),
+        seen([("member_id", "M3"), ("anonymous_id", "A3")], 2, "b3"),
+        seen([("member_id", "M5")], 4, "b5"),
+    ]
+    batch = [
+        seen([("member_id", "M1")], 500, "k1"),  # known: only the stored M1's person
+        seen([("member_id", "M1"), ("phone", "+8613800000001")], 90, "k2"),  # the same component, earlier
+        seen([("member_id", "M3")], 700, "m1"),  # M3's person is also in the next component, seen later
+        seen([("anonymous_id", "A3"), ("phone", "+8613800000009")], 900, "m2"),
+        seen([("anonymous_id", "A2")], 800, "m3"),  # A2's person is merged into M5's by the next one
+        seen([("phone", "+8613800000002"), ("member_id", "M5")], 300, "m4"),
+        seen([("anonymous_id", "A9")], 50, "n1"),  # new
+    ]
+    calls_before = graph_calls[0]
+    (graph_result, graph_store), (cols_result, cols_store) = both_ways(engine, RULES, [before], batch)
+    assert cols_store == graph_store
+    assert cols_result == graph_result
+    by_method = graph_calls[0] - calls_before - 2 * len(before)
+    # The graph way resolves all 7; the columns way all but the known component's two and the new one.
+    assert by_method == len(batch) + len(batch) - 3
+
+
 def test_the_full_scan_of_stored_identities_finds_the_same_owners(engine: Engine, monkeypatch) -> None:
     import siyu.identity.vectorised as vectorised
 

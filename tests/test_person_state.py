@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import siyu.store.feed as feed
 from helpers import Api, identify, track
 from siyu.relations.service import RelationError, RelationService
 from siyu.store.ops.schema import group_members, person_tags, persons, relation_tags, staff_relations, tags, traits
@@ -158,15 +159,28 @@ def _ops(api: Api) -> dict[str, set[tuple[Any, ...]]]:
 
 
 @pytest.mark.parametrize(
-    ("seed", "settle_rows"),
-    [(1, None), (2, None), (3, None), (1, 1), (2, 7)],
-    ids=["seed1", "seed2", "seed3", "seed1-writer-settles-always", "seed2-writer-settles-often"],
+    ("seed", "settle_rows", "bundle_above"),
+    [(1, None, None), (2, None, None), (3, None, None), (1, 1, None), (2, 7, None), (3, None, 0), (1, 7, 2)],
+    ids=[
+        "seed1",
+        "seed2",
+        "seed3",
+        "seed1-writer-settles-always",
+        "seed2-writer-settles-often",
+        "seed3-every-change-in-a-bundle",
+        "seed1-bundles-and-settling",
+    ],
 )
-def test_state_tables_match_the_ops_store_after_random_writes(api: Api, seed: int, settle_rows: int | None) -> None:
+def test_state_tables_match_the_ops_store_after_random_writes(
+    api: Api, monkeypatch: pytest.MonkeyPatch, seed: int, settle_rows: int | None, bundle_above: int | None
+) -> None:
     """First / last seen wait in seen_pending until a reader settles them (default), or the
-    writer settles them itself every few rows, in the same transactions as merges and owners."""
+    writer settles them itself every few rows, in the same transactions as merges and owners.
+    The change feed holds single changes, or (a lower bundle threshold) bundles of them."""
     if settle_rows is not None:
         api.runtime.events.settle_rows = settle_rows
+    if bundle_above is not None:
+        monkeypatch.setattr(feed, "BUNDLE_ABOVE", bundle_above)
     rng = random.Random(seed)
     service = RelationService(api.runtime.ingestor)
     for userid in ("zhangsan", "lisi", "wangwu"):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+import siyu.store.feed as feed
 from helpers import ADMIN, WRITE, at, identify, order, track
 from siyu.store.ops.schema import metadata
 
@@ -195,7 +198,10 @@ def test_export_of_a_merged_person_includes_its_merges(api) -> None:
     assert {m["status"] for m in data["identity_merges"]} == {"applied", "refused"}
 
 
-def test_delete_erases_the_person_from_both_stores(api) -> None:
+@pytest.mark.parametrize("bundle_above", [None, 0], ids=["single-changes", "every-change-in-a-bundle"])
+def test_delete_erases_the_person_from_both_stores(api, monkeypatch, bundle_above: int | None) -> None:
+    if bundle_above is not None:
+        monkeypatch.setattr(feed, "BUNDLE_ABOVE", bundle_above)
     seeded = seed(api)
     needles = secrets_of(seeded)
     keeper_before = api.person("user_id:keeper-1")
@@ -227,6 +233,29 @@ def test_delete_erases_the_person_from_both_stores(api) -> None:
         assert keeper_after[key] == keeper_before[key], key
     assert api.duck("SELECT count(*) FROM events WHERE person_id = ?", [seeded["keeper"]])[0][0] == keeper_events
     assert api.stats()["persons"] == 1
+
+
+def test_a_pending_bundle_does_not_bring_an_erased_person_back(api) -> None:
+    """A crash left a bundle unapplied; the erasure takes the person's changes out of it, and
+    applying it afterwards writes only the others'."""
+    seeded = seed(api)
+    secret = "erased-secret-7f3a"
+    at_ = datetime(2026, 3, 1, tzinfo=UTC)
+    with api.runtime.engine.begin() as conn:
+        feed.insert_changes(
+            conn,
+            [
+                ("trait_changed", seeded["pid"], "pending-1", at_, {"key": "note", "old": None, "new": secret}),
+                ("trait_changed", seeded["keeper"], "pending-2", at_, {"key": "note", "old": None, "new": "kept"}),
+            ],
+            bundle_above=0,
+        )
+    r = api.client.delete(f"/v1/persons/{seeded['pid']}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    with api.runtime.events.transaction() as con:
+        feed.apply_changes(api.runtime.engine, api.runtime.events, con)
+    assert leaks({**ops_dump(api), **duck_dump(api)}, [secret]) == []
+    assert api.duck("SELECT person_id FROM events WHERE event_id LIKE 'pending-%'") == [(seeded["keeper"],)]
 
 
 def test_erased_person_can_come_back_as_a_new_person(api) -> None:

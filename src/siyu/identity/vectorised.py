@@ -16,8 +16,11 @@ it: each later sighting carries an identity seen before, which that one person o
 ever reached, so nothing is refused and nothing merged. So the outcome is known without running
 the graph: one person, first / last seen over the component's sightings, and each identity first
 seen at the first sighting carrying it. Every other component goes through the graph, in the
-original order, with the stored persons it touches loaded. Person ids are drawn in creation order
-across both kinds, so with the same id source the stores end up identical to
+original order, with the stored persons it touches loaded — except a **known** component: every
+identity of it is stored, all on one person whom no other component of the batch touches. The graph
+would resolve each of its sightings to that person and change nothing but the person's first / last
+seen, so that is all that is done (the events and orders of customers already stored). Person ids
+are drawn in creation order across both kinds, so with the same id source the stores end up identical to
 :func:`~siyu.identity.resolve.resolve_sightings` on the same sightings (tests/test_identity_columns.py);
 an id source that can hand out many ids at once (:meth:`siyu.ids.IdSource.many`) gives the
 simple components theirs in one batch, ahead of the graph's.
@@ -147,7 +150,7 @@ def decide_columns(
         graph.load_persons(conn, part.owners)
         # Person ids in creation order: the simple creators' ids drawn between the graph's sightings
         # (an id source with ``many``, such as IdSource, hands them all out at once instead).
-        simple_creators = np.flatnonzero(part.creator & ~part.in_graph)
+        simple_creators = np.flatnonzero(part.creator & ~part.in_graph & ~part.known_rows)
         graph_seqs = np.flatnonzero(part.in_graph)
         before = np.searchsorted(simple_creators, graph_seqs).tolist()
         keys = _keys(types, [col.take(graph_seqs).to_pylist() for col in columns], len(graph_seqs))
@@ -164,7 +167,7 @@ def decide_columns(
         graph_people = [graph.find(p) for p in raw]
         timer.lap(f"graph ({len(raw)} of {n} sightings)")
 
-        person_of_comp = np.empty(part.n_comps, dtype=object)
+        person_of_comp = part.known_person.copy()
         person_of_comp[part.comp[simple_creators]] = ids
         people = np.empty(n, dtype=object)
         simple = ~part.in_graph
@@ -174,6 +177,7 @@ def decide_columns(
         for person, a, b in zip(graph_people, at, micros_datetimes(last_us[graph_seqs]), strict=True):
             span = spans.get(person)
             spans[person] = (a, b) if span is None else (min(span[0], a), max(span[1], b))
+        spans.update(_known_spans(part, first_us, last_us))  # no graph person is a known one
         new_rows = _new_rows(part, simple_creators, ids, person_of_comp, first_us, last_us, types)
     return Decision(people.tolist(), graph, spans, new_rows)
 
@@ -187,9 +191,12 @@ class _Partition:
     label: np.ndarray  # per identity code: its component
     first_seq: np.ndarray  # per identity code: the first sighting carrying it
     creator: np.ndarray  # per sighting: all its identities first occur in it
-    hard: np.ndarray  # per component: the graph must decide it
+    hard: np.ndarray  # per component: not a simple new one (the graph decides it, or it is known)
+    known: np.ndarray  # per component: all its identities stored, on one person no other one touches
+    known_person: np.ndarray  # per component: that person (an object array, None elsewhere)
     in_graph: np.ndarray  # per sighting
-    owners: set[str]  # stored persons owning one of the batch's identities
+    known_rows: np.ndarray  # per sighting: in a known component
+    owners: set[str]  # stored persons the graph must load: owners of the other components' identities
     dictionaries: list[pa.Array]  # per type: its distinct values (code = offset + position)
     offsets: list[int]
 
@@ -239,11 +246,64 @@ def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns
         if limit is not None:
             hard |= np.bincount(label[offsets[r] : offsets[r + 1]], minlength=n_comps) > limit
     stored = _stored(conn, types, dictionaries, n_keys, offsets)
+    known = np.zeros(n_comps, bool)
+    known_person = np.full(n_comps, None, dtype=object)
+    owners: set[str] = set()
     if stored:
-        hard[label[np.fromiter(stored, np.int64, len(stored))]] = True
-    in_graph = (comp < 0) | hard[np.maximum(comp, 0)] if n_comps else np.ones(n, bool)
+        codes = np.fromiter(stored, np.int64, len(stored))
+        names, owner = np.unique(np.array(list(stored.values()), dtype=object), return_inverse=True)
+        where = label[codes]
+        hard[where] = True
+        # Known: every identity stored, one owner for all of them, and that owner in no other component.
+        lowest = np.full(n_comps, len(names), np.int64)
+        highest = np.full(n_comps, -1, np.int64)
+        np.minimum.at(lowest, where, owner)
+        np.maximum.at(highest, where, owner)
+        all_stored = np.bincount(where, minlength=n_comps) == np.bincount(label, minlength=n_comps)
+        known = all_stored & (lowest == highest)
+        components_of_owner = np.bincount(np.unique(where * len(names) + owner) % len(names), minlength=len(names))
+        known &= components_of_owner[np.minimum(lowest, len(names) - 1)] == 1
+        known_person[known] = names[lowest[known]]
+        owners = set(names[np.unique(owner[~known[where]])].tolist())
+    if n_comps:
+        in_graph = (comp < 0) | (hard & ~known)[np.maximum(comp, 0)]
+        known_rows = (comp >= 0) & known[np.maximum(comp, 0)]
+    else:
+        in_graph, known_rows = np.ones(n, bool), np.zeros(n, bool)
     return _Partition(
-        n_comps, comp, label, first_seq, creator, hard, in_graph, set(stored.values()), dictionaries, offsets
+        n_comps,
+        comp,
+        label,
+        first_seq,
+        creator,
+        hard,
+        known,
+        known_person,
+        in_graph,
+        known_rows,
+        owners,
+        dictionaries,
+        offsets,
+    )
+
+
+def _known_spans(part: _Partition, first_us: np.ndarray, last_us: np.ndarray) -> dict[str, tuple[datetime, datetime]]:
+    """First / last seen over each known component's sightings, by its person."""
+    if not part.known.any():
+        return {}
+    rows = np.flatnonzero(part.known_rows)
+    comp = part.comp[rows]
+    earliest = np.full(part.n_comps, np.iinfo(np.int64).max, np.int64)
+    latest = np.full(part.n_comps, np.iinfo(np.int64).min, np.int64)
+    np.minimum.at(earliest, comp, first_us[rows])
+    np.maximum.at(latest, comp, last_us[rows])
+    which = np.flatnonzero(part.known)
+    return dict(
+        zip(
+            part.known_person[which].tolist(),
+            zip(micros_datetimes(earliest[which]), micros_datetimes(latest[which]), strict=True),
+            strict=True,
+        )
     )
 
 
@@ -257,7 +317,7 @@ def _new_rows(
     types: list[str],
 ) -> NewRows:
     """The simple components' persons (first / last seen over their sightings) and identities."""
-    simple = np.flatnonzero(~part.in_graph)
+    simple = np.flatnonzero(~part.in_graph & ~part.known_rows)
     comp = part.comp
     earliest = np.full(part.n_comps, np.iinfo(np.int64).max, np.int64)
     latest = np.full(part.n_comps, np.iinfo(np.int64).min, np.int64)

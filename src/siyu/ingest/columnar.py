@@ -24,20 +24,24 @@ How exactness is kept without a second copy of every Pydantic rule:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from siyu.identity.graph import Key
 from siyu.identity.normalize import IdentityValueError
 from siyu.identity.resolve import Sighting, resolve_sightings
 from siyu.identity.traits import TraitUpdate, apply_trait_updates
+from siyu.identity.vectorised import SightingColumns, resolve_columns
 from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
@@ -619,45 +623,55 @@ class _Job:
             SELECT f.*, d.version, d.prev_status, d.was_paid, d.old_refund, coalesce(f._paid, f._upd) AS _seen,
                    dense_rank() OVER (ORDER BY f._chunk, {ids}) AS _combo
             FROM _fresh f JOIN _decided d USING (_seq) WHERE d.fate = 'new'""")
-        # As the row path: each chunk its own resolution, in (updated_at, row) order within it.
-        combos = con.execute(f"""SELECT _combo, {", ".join(f"_{r}" for r in self.present)},
-                arg_min(_seen, _seq) AS at, min(_seen) AS lo, max(_seen) AS hi, arg_min(_oid, _seq) AS oid, _chunk
-            FROM _orows GROUP BY ALL ORDER BY min(_seq)""").fetchall()
-        by_chunk: dict[int, tuple[list[Sighting], list[int | None]]] = {}
-        rules = self.ingestor.rules
-        for combo, *rest in combos:
-            values, (at, lo, hi, first_oid, chunk) = rest[: len(self.present)], rest[len(self.present) :]
-            keys = rules.sort(self._keys(values))
-            sightings, owned = by_chunk.setdefault(chunk, ([], []))
-            sightings.append(Sighting(keys, at, hi, f"order:{first_oid}"))
-            owned.append(combo)
-            if lo < at:
-                sightings.append(Sighting(keys, lo, lo, f"order:{first_oid}"))
-                owned.append(None)
+        # As the row path: each chunk its own resolution, in (updated_at, row) order within it; a
+        # combination's sighting at its first row's time, a second one only to widen the span to
+        # an earlier row.
+        id_list = ", ".join(f"_{r}" for r in self.present)
+        sightings = con.sql(f"""WITH c AS (
+                SELECT _combo, _chunk, {id_list}, arg_min(_seen, _seq) AS _at, min(_seen) AS _lo,
+                       max(_seen) AS _hi, 'order:' || arg_min(_oid, _seq) AS mid, min(_seq) AS k
+                FROM _orows GROUP BY ALL)
+            SELECT * FROM (
+                SELECT _combo, _chunk, {id_list}, _at AS _first, _hi AS _last, mid, k, 0 AS _extra FROM c
+                UNION ALL
+                SELECT NULL, _chunk, {id_list}, _lo, _lo, mid, k, 1 FROM c WHERE _lo < _at)
+            ORDER BY k, _extra""").to_arrow_table()
         self.timer.lap("combos")
-        owners: list[int | None] = []
+        chunks = sightings.column("_chunk").to_numpy()
+        bounds = [0, *(np.flatnonzero(chunks[1:] != chunks[:-1]) + 1).tolist(), len(chunks)]
+        stamp = pa.timestamp("us", tz="UTC")
         resolved: list[str] = []
+        rules = self.ingestor.rules
         with self.ingestor.engine.begin() as conn:
-            for sightings, owned in by_chunk.values():
-                resolution = resolve_sightings(
+            for lo, hi in itertools.pairwise(bounds):
+                part = sightings.slice(lo, hi - lo)
+                resolution = resolve_columns(
                     conn,
                     rules,
-                    sightings,
+                    SightingColumns(
+                        identities={r: part.column(f"_{r}") for r in self.present},
+                        first=part.column("_first").cast(stamp),
+                        last=part.column("_last").cast(stamp),
+                        message_id=part.column("mid"),
+                    ),
                     trait_strategies=self.settings.trait_strategies,
                     now=self.now,
                     make_id=self.ingestor.make_id,
                 )
                 result.count(resolution)
-                owners += owned
                 resolved += resolution.people
-        people = [(c, p) for c, p in zip(owners, resolved, strict=True) if c is not None]
-        keyed = [rules.sort(self._keys(rest[: len(self.present)])) for _, *rest in combos]
+        main = pc.equal(sightings.column("_extra"), 0)
+        combos = sightings.filter(main)
+        keyed = [
+            rules.sort(self._keys(values))
+            for values in zip(*(combos.column(f"_{r}").to_pylist() for r in self.present), strict=True)
+        ]
         con.register(
             "_people",
             pa.table(
                 {
-                    "_combo": pa.array([c for c, _ in people], pa.int64()),
-                    "_person": pa.array([p for _, p in people], pa.string()),
+                    "_combo": combos.column("_combo").cast(pa.int64()),
+                    "_person": pa.array(resolved, pa.string()).filter(main),
                     "_id_type": pa.array([k[0][0] for k in keyed], pa.string()),
                     "_id_value": pa.array([k[0][1] for k in keyed], pa.string()),
                     "_ids": pa.array([orjson.dumps(k).decode() for k in keyed], pa.string()),

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, Text, cast, delete, func, or_, select, update
 from siyu.config import IDENTITY_TYPES
 from siyu.identity.normalize import IdentityScreen, IdentityValueError
 from siyu.store.events import EventStore
+from siyu.store.feed import WATERMARK, prune_bundles, void_changes_of
 from siyu.store.ops.schema import (
-    changes,
     erasures,
     group_members,
     identities,
@@ -268,6 +268,8 @@ def erase_person(
                 )
             ]
             values = [v for (v,) in conn.execute(select(identities.c.value).where(identities.c.person_id.in_(aliases)))]
+            # Applied bundles whose pruning a crash prevented go first; pending ones lose the person's changes.
+            prune_bundles(conn, upto=int(store.get_meta(WATERMARK, "0") or 0))
             counts = {
                 "identities": conn.execute(delete(identities).where(identities.c.person_id.in_(aliases))).rowcount,
                 "traits": conn.execute(delete(traits).where(traits.c.person_id.in_(aliases))).rowcount,
@@ -290,7 +292,7 @@ def erase_person(
                         )
                     )
                 ).rowcount,
-                "changes": conn.execute(delete(changes).where(changes.c.person_id.in_(aliases))).rowcount,
+                "changes": void_changes_of(conn, aliases),
                 "persons": conn.execute(delete(persons).where(persons.c.id.in_(aliases))).rowcount,
             }
             _scrub_merge_log(conn, values)

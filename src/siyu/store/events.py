@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -476,10 +476,18 @@ class EventStore:
             if self._seen is not None:
                 for hashes in self._pending_hashes:
                     self._seen.add(hashes)
+            after = self._on_commit
             self._forget_pending()
+            for action in after:
+                action()
+
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the current :meth:`transaction` commits (never if it rolls back)."""
+        self._on_commit.append(action)
 
     def _forget_pending(self) -> None:
         self._pending, self._pending_hashes, self._meta_pending = [], [], {}
+        self._on_commit: list[Callable[[], None]] = []
 
     def settle(self) -> None:
         """Bring ``person_state`` up to date (:func:`~siyu.store.state.settle_seen`) before reading it.

@@ -4,11 +4,19 @@ Each change is written in the same ops transaction as the state it describes. Af
 :func:`apply_changes` turns changes past the event store's watermark into events (``$kind``) and
 merges into ``person_aliases``, moving the watermark in the same DuckDB transaction, so a crash
 between the two commits is repaired by the next call.
+
+A writer's call with more than :data:`BUNDLE_ABOVE` changes stores them as one **bundle** row
+(decision 016): its payload holds the changes column-wise and :func:`apply_changes` expands it in
+place, in order. A large import then writes a few hundred rows instead of millions, each with two
+random-keyed index entries. Bundles are voided in the ops store once their application is
+committed (:func:`prune_bundles`): their changes live on as events, and no personal data stays
+behind in them; :func:`void_changes_of` removes an erased person's changes, pending bundles included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +24,9 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, Text, bindparam, cast, select
+from sqlalchemy import Connection, Engine, Text, bindparam, cast, select, update
 
+from siyu.ids import derived_id
 from siyu.store.events import EVENTS_ARROW, EventStore
 from siyu.store.ops.schema import changes
 from siyu.store.ops.upsert import bulk_insert, json_text
@@ -30,12 +39,65 @@ Change = tuple[str, str | None, str, datetime, dict[str, Any]]
 _COLUMNS = ("kind", "person_id", "event_id", "occurred_at", "payload")
 
 
-def insert_changes(conn: Connection, rows: Sequence[Change]) -> None:
+BUNDLE = "bundle"
+#: More changes than this in one call are stored as one bundle row.
+BUNDLE_ABOVE = 500
+#: A row whose content is gone (an applied bundle, an erased person's change); applying skips it.
+#: Rows are voided, never deleted: SQLite hands a deleted last ``seq`` out again, below the watermark.
+VOID = "void"
+_VOIDED: dict[str, Any] = {"kind": VOID, "person_id": None, "payload": {}}
+_UTC_US = pa.timestamp("us", tz="UTC")
+
+
+def insert_changes(conn: Connection, rows: Sequence[Change], *, bundle_above: int | None = None) -> None:
     """Append changes to the feed, in the caller's ops transaction (every writer's one path).
 
     Written with :func:`bulk_insert`; the payload serialised as SQLAlchemy's JSON type stores it.
+    More than ``bundle_above`` (default :data:`BUNDLE_ABOVE`) go in as one bundle row.
     """
+    if len(rows) > (BUNDLE_ABOVE if bundle_above is None else bundle_above):
+        kinds, people, event_ids, occurred, payloads = (list(column) for column in zip(*rows, strict=True))
+        micros = pa.array(occurred, _UTC_US).cast(pa.int64())
+        body = {"kind": kinds, "person_id": people, "event_id": event_ids, "at_us": micros.to_pylist()}
+        body["payload"] = payloads
+        first = min(occurred)
+        bundle_id = derived_id(BUNDLE, event_ids[0], event_ids[-1], str(len(rows)))
+        rows = [(BUNDLE, None, bundle_id, first, body)]
     bulk_insert(conn, changes, _COLUMNS, [(k, p, e, at, json_text(payload)) for k, p, e, at, payload in rows])
+
+
+def prune_bundles(conn: Connection, seqs: Collection[int] | None = None, *, upto: int | None = None) -> int:
+    """Void applied bundle rows: those in ``seqs``, or every bundle up to the watermark ``upto``."""
+    statement = update(changes).where(changes.c.kind == BUNDLE)
+    if seqs is not None:
+        if not seqs:
+            return 0
+        statement = statement.where(changes.c.seq.in_(list(seqs)))
+    elif upto is not None:
+        statement = statement.where(changes.c.seq <= upto)
+    return int(conn.execute(statement.values(_VOIDED)).rowcount or 0)
+
+
+def void_changes_of(conn: Connection, people: Collection[str]) -> int:
+    """Void ``people``'s changes, single or in pending bundles (PIPL erasure); how many."""
+    singles = conn.execute(update(changes).where(changes.c.person_id.in_(list(people))).values(_VOIDED)).rowcount
+    return int(singles or 0) + _scrub_bundles(conn, people)
+
+
+def _scrub_bundles(conn: Connection, people: Collection[str]) -> int:
+    """Remove ``people``'s changes from the bundles still stored (pending ones); how many."""
+    wanted = set(people)
+    removed = 0
+    for seq, text in conn.execute(select(changes.c.seq, cast(changes.c.payload, Text)).where(changes.c.kind == BUNDLE)):
+        body = orjson.loads(text)
+        keep = [i for i, p in enumerate(body["person_id"]) if p not in wanted]
+        if len(keep) == len(body["person_id"]):
+            continue
+        removed += len(body["person_id"]) - len(keep)
+        kept = {key: [values[i] for i in keep] for key, values in body.items()}
+        row = update(changes).where(changes.c.seq == seq)
+        conn.execute(row.values(payload=kept) if keep else row.values(_VOIDED))
+    return removed
 
 
 # The payload as its JSON text: parsing it into Python only to dump it again was most of the work.
@@ -63,7 +125,7 @@ def apply_changes(
     events: pa.Table | None = None,
     hashes: np.ndarray | None = None,
 ) -> int:
-    """Apply pending changes inside the caller's DuckDB transaction; returns how many.
+    """Apply pending changes inside the caller's DuckDB transaction; returns how many (bundles expanded).
 
     ``events`` (:data:`~siyu.store.events.EVENTS_ARROW`; with their id ``hashes`` if known) are
     appended in the same statements as the first changes: an API batch then pays for one append
@@ -78,6 +140,9 @@ def apply_changes(
             if events is not None:
                 store.append_events(con, events, hashes)
             return applied
+        bundles = [row.seq for row in rows if row.kind == BUNDLE]
+        if bundles:
+            store.on_commit(functools.partial(_prune_after_commit, engine, bundles))
         changed, fold, aliases = _change_tables(rows, datetime.now(UTC))
         store.add_aliases(con, aliases)
         if events is not None:
@@ -88,18 +153,34 @@ def apply_changes(
         fold_changes(con, fold)
         last = rows[-1].seq
         store.set_meta(con, WATERMARK, str(last))
-        applied += len(rows)
+        applied += changed.num_rows
+
+
+def _prune_after_commit(engine: Engine, seqs: list[int]) -> None:
+    with engine.begin() as conn:
+        prune_bundles(conn, seqs)
 
 
 def _change_tables(rows: Sequence[Any], now: datetime) -> tuple[pa.Table, pa.Table, list[tuple[str, str]]]:
     """Feed rows (``_PENDING``) as events (:data:`EVENTS_ARROW`), as rows to fold
-    (:data:`CHANGES_ARROW`), and the merges among them (alias → survivor), built column-wise."""
-    seqs, kinds, persons, event_ids, occurred, texts = (list(column) for column in zip(*rows, strict=True))
+    (:data:`CHANGES_ARROW`), and the merges among them (alias → survivor), built column-wise.
+
+    Bundles are expanded where they stand; the fold's ``seq`` is the position in feed order.
+    """
+    rows = [row for row in rows if row.kind != VOID]
+    if not rows:
+        return EVENTS_ARROW.empty_table(), CHANGES_ARROW.empty_table(), []
+    _, kinds, persons, event_ids, occurred, texts = (list(column) for column in zip(*rows, strict=True))
     parsed = [orjson.loads(text) for text in texts]
+    micros = pa.array(occurred, _UTC_US).cast(pa.int64())  # naive (SQLite) values are UTC
+    if BUNDLE in kinds:
+        kinds, persons, event_ids, stamps, parsed = _expanded(kinds, persons, event_ids, micros.to_pylist(), parsed)
+        micros = pa.array(stamps, pa.int64())
     payloads = [orjson.dumps(value).decode() for value in parsed]  # one canonical form, whoever wrote it
     persons = [p or "" for p in persons]
-    n = len(seqs)
-    at = pa.array(occurred, pa.timestamp("us", tz="UTC"))  # naive (SQLite) values are UTC
+    n = len(kinds)
+    seqs = np.arange(n, dtype=np.int64)
+    at = micros.cast(_UTC_US)
     none = pa.nulls(n, pa.string())
     events = pa.table(
         {
@@ -133,3 +214,19 @@ def _change_tables(rows: Sequence[Any], now: datetime) -> tuple[pa.Table, pa.Tab
         if kind == "identities_merged"
     ]
     return events, fold, aliases
+
+
+def _expanded(
+    kinds: list[str], persons: list[str | None], event_ids: list[str], micros: list[int], parsed: list[Any]
+) -> tuple[list[str], list[str | None], list[str], list[int], list[Any]]:
+    """The feed rows with each bundle replaced by its changes, in order."""
+    out: tuple[list[Any], ...] = ([], [], [], [], [])
+    for row in zip(kinds, persons, event_ids, micros, parsed, strict=True):
+        if row[0] != BUNDLE:
+            for column, value in zip(out, row, strict=True):
+                column.append(value)
+            continue
+        body = row[4]
+        for column, key in zip(out, ("kind", "person_id", "event_id", "at_us", "payload"), strict=True):
+            column += body[key]
+    return out  # type: ignore[return-value]
