@@ -303,8 +303,8 @@ def test_scrubbing_a_pending_bundle_drops_only_that_persons_changes(runtime) -> 
         insert_changes(conn, [_trait_change(p, n, n) for n, p in enumerate("abab")], bundle_above=1)
         insert_changes(conn, [_trait_change("a", 10 + n, n) for n in range(3)], bundle_above=1)
     with runtime.engine.begin() as conn:
-        assert void_changes_of(conn, ["a"]) == 5
-        assert void_changes_of(conn, ["a"]) == 0
+        assert void_changes_of(conn, ["a"], applied_upto=0) == 5
+        assert void_changes_of(conn, ["a"], applied_upto=0) == 0
     assert _feed_kinds(runtime) == [BUNDLE, VOID]  # the second held only a's changes
     assert apply(runtime) == 2
     assert [(r[0], r[1]) for r in change_rows(runtime)] == [("ch-001", "b"), ("ch-003", "b")]
@@ -323,6 +323,19 @@ def test_voided_rows_keep_their_seq_so_later_changes_are_applied(runtime) -> Non
     with runtime.engine.connect() as conn:
         body = conn.execute(select(changes.c.payload).where(changes.c.kind == VOID)).scalar_one()
     assert body == {}
+
+
+def test_an_erasure_voids_applied_bundles_left_whole_and_keeps_pending_ones(runtime) -> None:
+    """Bundles at or below the committed watermark are applied ones whose voiding did not happen
+    (a crash after the commit): an erasure voids them whoever they hold."""
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change("b", n, n) for n in range(2)], bundle_above=1)
+        insert_changes(conn, [_trait_change("b", 5 + n, n) for n in range(2)], bundle_above=1)
+    with runtime.engine.connect() as conn:
+        first = conn.execute(select(changes.c.seq).order_by(changes.c.seq)).scalars().first()
+    with runtime.engine.begin() as conn:
+        assert void_changes_of(conn, ["a"], applied_upto=first) == 0
+    assert _feed_kinds(runtime) == [VOID, BUNDLE]
 
 
 def test_a_large_writer_call_is_one_bundle_by_default(runtime) -> None:

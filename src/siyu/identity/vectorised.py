@@ -291,12 +291,7 @@ def _known_spans(part: _Partition, first_us: np.ndarray, last_us: np.ndarray) ->
     """First / last seen over each known component's sightings, by its person."""
     if not part.known.any():
         return {}
-    rows = np.flatnonzero(part.known_rows)
-    comp = part.comp[rows]
-    earliest = np.full(part.n_comps, np.iinfo(np.int64).max, np.int64)
-    latest = np.full(part.n_comps, np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(earliest, comp, first_us[rows])
-    np.maximum.at(latest, comp, last_us[rows])
+    earliest, latest = _component_spans(part, np.flatnonzero(part.known_rows), first_us, last_us)
     which = np.flatnonzero(part.known)
     return dict(
         zip(
@@ -305,6 +300,18 @@ def _known_spans(part: _Partition, first_us: np.ndarray, last_us: np.ndarray) ->
             strict=True,
         )
     )
+
+
+def _component_spans(
+    part: _Partition, rows: np.ndarray, first_us: np.ndarray, last_us: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per component, the earliest first and latest last seen (µs) over the sightings ``rows``."""
+    comp = part.comp[rows]
+    earliest = np.full(part.n_comps, np.iinfo(np.int64).max, np.int64)
+    latest = np.full(part.n_comps, np.iinfo(np.int64).min, np.int64)
+    np.minimum.at(earliest, comp, first_us[rows])
+    np.maximum.at(latest, comp, last_us[rows])
+    return earliest, latest
 
 
 def _new_rows(
@@ -317,13 +324,8 @@ def _new_rows(
     types: list[str],
 ) -> NewRows:
     """The simple components' persons (first / last seen over their sightings) and identities."""
-    simple = np.flatnonzero(~part.in_graph & ~part.known_rows)
-    comp = part.comp
-    earliest = np.full(part.n_comps, np.iinfo(np.int64).max, np.int64)
-    latest = np.full(part.n_comps, np.iinfo(np.int64).min, np.int64)
-    np.minimum.at(earliest, comp[simple], first_us[simple])
-    np.maximum.at(latest, comp[simple], last_us[simple])
-    created = comp[simple_creators]
+    earliest, latest = _component_spans(part, np.flatnonzero(~part.in_graph & ~part.known_rows), first_us, last_us)
+    created = part.comp[simple_creators]
     identities = []
     for r, t in enumerate(types):
         codes = np.arange(part.offsets[r], part.offsets[r + 1])

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, Text, cast, delete, func, or_, select, update
 from siyu.config import IDENTITY_TYPES
 from siyu.identity.normalize import IdentityScreen, IdentityValueError
 from siyu.store.events import EventStore
-from siyu.store.feed import WATERMARK, prune_bundles, void_changes_of
+from siyu.store.feed import WATERMARK, void_changes_of
 from siyu.store.ops.schema import (
     erasures,
     group_members,
@@ -268,8 +268,6 @@ def erase_person(
                 )
             ]
             values = [v for (v,) in conn.execute(select(identities.c.value).where(identities.c.person_id.in_(aliases)))]
-            # Applied bundles whose pruning a crash prevented go first; pending ones lose the person's changes.
-            prune_bundles(conn, upto=int(store.get_meta(WATERMARK, "0") or 0))
             counts = {
                 "identities": conn.execute(delete(identities).where(identities.c.person_id.in_(aliases))).rowcount,
                 "traits": conn.execute(delete(traits).where(traits.c.person_id.in_(aliases))).rowcount,
@@ -292,7 +290,7 @@ def erase_person(
                         )
                     )
                 ).rowcount,
-                "changes": void_changes_of(conn, aliases),
+                "changes": void_changes_of(conn, aliases, applied_upto=int(store.get_meta(WATERMARK, "0") or 0)),
                 "persons": conn.execute(delete(persons).where(persons.c.id.in_(aliases))).rowcount,
             }
             _scrub_merge_log(conn, values)

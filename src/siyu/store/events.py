@@ -327,6 +327,7 @@ class EventStore:
         self._seen: SeenIndex | None = None
         self._pending: list[str] = []
         self._pending_hashes: list[np.ndarray] = []
+        self._on_commit: list[Callable[[], None]] = []  # run once the current transaction commits
         # store_meta as committed (read through, then kept by set_meta at commit): the change
         # feed reads its watermark on every ingest call, and a DuckDB point query costs ~0.5 ms.
         self._meta: dict[str, str | None] = {}
@@ -486,8 +487,7 @@ class EventStore:
         self._on_commit.append(action)
 
     def _forget_pending(self) -> None:
-        self._pending, self._pending_hashes, self._meta_pending = [], [], {}
-        self._on_commit: list[Callable[[], None]] = []
+        self._pending, self._pending_hashes, self._meta_pending, self._on_commit = [], [], {}, []
 
     def settle(self) -> None:
         """Bring ``person_state`` up to date (:func:`~siyu.store.state.settle_seen`) before reading it.

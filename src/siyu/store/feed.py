@@ -9,13 +9,14 @@ A writer's call with more than :data:`BUNDLE_ABOVE` changes stores them as one *
 (decision 016): its payload holds the changes column-wise and :func:`apply_changes` expands it in
 place, in order. A large import then writes a few hundred rows instead of millions, each with two
 random-keyed index entries. Bundles are voided in the ops store once their application is
-committed (:func:`prune_bundles`): their changes live on as events, and no personal data stays
+committed (:func:`void_bundles`): their changes live on as events, and no personal data stays
 behind in them; :func:`void_changes_of` removes an erased person's changes, pending bundles included.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, Text, bindparam, cast, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from siyu.ids import derived_id
 from siyu.store.events import EVENTS_ARROW, EventStore
@@ -33,6 +35,7 @@ from siyu.store.ops.upsert import bulk_insert, json_text
 from siyu.store.state import CHANGES_ARROW, fold_changes
 
 WATERMARK = "ops_change_seq"
+log = logging.getLogger(__name__)
 
 #: One change: kind, person_id, event_id (deterministic, see ``derived_id``), occurred_at, payload.
 Change = tuple[str, str | None, str, datetime, dict[str, Any]]
@@ -58,45 +61,50 @@ def insert_changes(conn: Connection, rows: Sequence[Change], *, bundle_above: in
     if len(rows) > (BUNDLE_ABOVE if bundle_above is None else bundle_above):
         kinds, people, event_ids, occurred, payloads = (list(column) for column in zip(*rows, strict=True))
         micros = pa.array(occurred, _UTC_US).cast(pa.int64())
-        body = {"kind": kinds, "person_id": people, "event_id": event_ids, "at_us": micros.to_pylist()}
-        body["payload"] = payloads
-        first = min(occurred)
+        body = {
+            "kind": kinds,
+            "person_id": people,
+            "event_id": event_ids,
+            "at_us": micros.to_pylist(),
+            "payload": payloads,
+        }
         bundle_id = derived_id(BUNDLE, event_ids[0], event_ids[-1], str(len(rows)))
-        rows = [(BUNDLE, None, bundle_id, first, body)]
+        rows = [(BUNDLE, None, bundle_id, min(occurred), body)]
     bulk_insert(conn, changes, _COLUMNS, [(k, p, e, at, json_text(payload)) for k, p, e, at, payload in rows])
 
 
-def prune_bundles(conn: Connection, seqs: Collection[int] | None = None, *, upto: int | None = None) -> int:
-    """Void applied bundle rows: those in ``seqs``, or every bundle up to the watermark ``upto``."""
-    statement = update(changes).where(changes.c.kind == BUNDLE)
-    if seqs is not None:
-        if not seqs:
-            return 0
-        statement = statement.where(changes.c.seq.in_(list(seqs)))
-    elif upto is not None:
-        statement = statement.where(changes.c.seq <= upto)
-    return int(conn.execute(statement.values(_VOIDED)).rowcount or 0)
+def void_bundles(conn: Connection, seqs: Collection[int]) -> None:
+    """Void the bundle rows ``seqs`` (their application has committed)."""
+    if seqs:
+        conn.execute(update(changes).where(changes.c.kind == BUNDLE, changes.c.seq.in_(list(seqs))).values(_VOIDED))
 
 
-def void_changes_of(conn: Connection, people: Collection[str]) -> int:
-    """Void ``people``'s changes, single or in pending bundles (PIPL erasure); how many."""
-    singles = conn.execute(update(changes).where(changes.c.person_id.in_(list(people))).values(_VOIDED)).rowcount
-    return int(singles or 0) + _scrub_bundles(conn, people)
+def void_changes_of(conn: Connection, people: Collection[str], *, applied_upto: int) -> int:
+    """Void ``people``'s changes (PIPL erasure); how many.
 
-
-def _scrub_bundles(conn: Connection, people: Collection[str]) -> int:
-    """Remove ``people``'s changes from the bundles still stored (pending ones); how many."""
+    Single rows are voided. Bundles up to ``applied_upto`` (the committed watermark) are applied
+    ones a crash left unvoided: voided whole. Pending ones lose ``people``'s entries.
+    """
     wanted = set(people)
-    removed = 0
-    for seq, text in conn.execute(select(changes.c.seq, cast(changes.c.payload, Text)).where(changes.c.kind == BUNDLE)):
+    removed = int(
+        conn.execute(update(changes).where(changes.c.person_id.in_(list(wanted))).values(_VOIDED)).rowcount or 0
+    )
+    bundles = conn.execute(select(changes.c.seq, cast(changes.c.payload, Text)).where(changes.c.kind == BUNDLE)).all()
+    for seq, text in bundles:
+        row = update(changes).where(changes.c.seq == seq)
+        if seq <= applied_upto:
+            conn.execute(row.values(_VOIDED))
+            continue
         body = orjson.loads(text)
         keep = [i for i, p in enumerate(body["person_id"]) if p not in wanted]
         if len(keep) == len(body["person_id"]):
             continue
         removed += len(body["person_id"]) - len(keep)
-        kept = {key: [values[i] for i in keep] for key, values in body.items()}
-        row = update(changes).where(changes.c.seq == seq)
-        conn.execute(row.values(payload=kept) if keep else row.values(_VOIDED))
+        conn.execute(
+            row.values(payload={key: [values[i] for i in keep] for key, values in body.items()})
+            if keep
+            else row.values(_VOIDED)
+        )
     return removed
 
 
@@ -142,7 +150,7 @@ def apply_changes(
             return applied
         bundles = [row.seq for row in rows if row.kind == BUNDLE]
         if bundles:
-            store.on_commit(functools.partial(_prune_after_commit, engine, bundles))
+            store.on_commit(functools.partial(_void_after_commit, engine, bundles))
         changed, fold, aliases = _change_tables(rows, datetime.now(UTC))
         store.add_aliases(con, aliases)
         if events is not None:
@@ -156,9 +164,14 @@ def apply_changes(
         applied += changed.num_rows
 
 
-def _prune_after_commit(engine: Engine, seqs: list[int]) -> None:
-    with engine.begin() as conn:
-        prune_bundles(conn, seqs)
+def _void_after_commit(engine: Engine, seqs: list[int]) -> None:
+    """Void applied bundles. Their changes are committed as events already: a failure here leaves
+    a bundle the next erasure voids (and no reader applies again), so it is logged, not raised."""
+    try:
+        with engine.begin() as conn:
+            void_bundles(conn, seqs)
+    except SQLAlchemyError:
+        log.warning("could not void applied change bundles %s; an erasure will", seqs, exc_info=True)
 
 
 def _change_tables(rows: Sequence[Any], now: datetime) -> tuple[pa.Table, pa.Table, list[tuple[str, str]]]:
