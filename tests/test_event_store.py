@@ -298,6 +298,19 @@ def test_a_bundle_whose_apply_rolls_back_stays_and_is_applied_by_the_next_call(r
     assert _feed_kinds(runtime) == [VOID]
 
 
+def test_a_bundle_keeps_64_bit_integers_exact_and_takes_what_orjson_refuses(runtime) -> None:
+    """Bundles are written with orjson; the extremes the validators let through stay exact, and a
+    value orjson cannot encode (an integer past 64 bits) falls back to the JSON type's form."""
+    low, high = -(2**63), 2**63 - 1
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change("p1", 0, low), _trait_change("p2", 1, high)], bundle_above=1)
+        insert_changes(conn, [_trait_change("p3", 2, 2**70), _trait_change("p3", 3, "x")], bundle_above=1)
+    assert _feed_kinds(runtime) == [BUNDLE, BUNDLE]
+    assert apply(runtime) == 4
+    assert [json.loads(r[3])["new"] for r in change_rows(runtime)[:2]] == [low, high]
+    assert _trait_state(runtime) == [("p1", "plan", str(low)), ("p2", "plan", str(high)), ("p3", "plan", '"x"')]
+
+
 def test_scrubbing_a_pending_bundle_drops_only_that_persons_changes(runtime) -> None:
     with runtime.engine.begin() as conn:
         insert_changes(conn, [_trait_change(p, n, n) for n, p in enumerate("abab")], bundle_above=1)

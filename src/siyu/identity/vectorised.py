@@ -245,13 +245,14 @@ def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns
         limit = rules.limits.get(t)
         if limit is not None:
             hard |= np.bincount(label[offsets[r] : offsets[r + 1]], minlength=n_comps) > limit
-    stored = _stored(conn, types, dictionaries, n_keys, offsets)
+    codes, stored_persons = _stored(conn, types, dictionaries, n_keys, offsets)
     known = np.zeros(n_comps, bool)
     known_person = np.full(n_comps, None, dtype=object)
     owners: set[str] = set()
-    if stored:
-        codes = np.fromiter(stored, np.int64, len(stored))
-        names, owner = np.unique(np.array(list(stored.values()), dtype=object), return_inverse=True)
+    if len(codes):
+        encoded = pc.dictionary_encode(stored_persons)
+        names = np.array(encoded.dictionary.to_pylist(), dtype=object)
+        owner = encoded.indices.to_numpy().astype(np.int64)
         where = label[codes]
         hard[where] = True
         # Known: every identity stored, one owner for all of them, and that owner in no other component.
@@ -356,37 +357,48 @@ def _components(seq: np.ndarray, code: np.ndarray, n_keys: int) -> tuple[int, np
 
 def _stored(
     conn: Connection, types: list[str], dictionaries: list[pa.Array], n_keys: int, offsets: list[int]
-) -> dict[int, str]:
-    """The codes of the batch's identities that the ops store holds, with their persons."""
+) -> tuple[np.ndarray, pa.Array]:
+    """The codes of the batch's identities that the ops store holds, and their persons (aligned).
+
+    Up to :data:`SCAN_ABOVE` distinct identities they are looked up in IN lists, past it each type's
+    stored values are read in one pass; either way straight from the driver's cursor (no per-row
+    objects) and matched to the batch's codes with a hash lookup.
+    """
+    none = (np.zeros(0, np.int64), pa.array([], pa.string()))
     if conn.exec_driver_sql("SELECT 1 FROM identities LIMIT 1").first() is None:
-        return {}
-    found: dict[int, str] = {}
-    if n_keys > SCAN_ABOVE:
-        by_type: dict[str, tuple[list[str], list[str]]] = {t: ([], []) for t in types}
-        for t, v, p in conn.exec_driver_sql("SELECT type, value, person_id FROM identities"):
-            pair = by_type.get(t)
-            if pair is not None:
-                pair[0].append(v)
-                pair[1].append(p)
-        for r, t in enumerate(types):
-            values, persons = by_type[t]
-            if not values:
-                continue
-            at = pc.fill_null(pc.index_in(dictionaries[r], value_set=pa.array(values, pa.string())), -1).to_numpy()
-            for i in np.flatnonzero(at >= 0).tolist():
-                found[offsets[r] + i] = persons[at[i]]
-        return found
+        return none
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    for r, t in enumerate(types):
-        values = dictionaries[r].to_pylist()
-        position = {v: i for i, v in enumerate(values)}
-        for i in range(0, len(values), _CHUNK):
-            part = values[i : i + _CHUNK]
-            marks = ", ".join([mark] * len(part))
-            sql = f"SELECT value, person_id FROM identities WHERE type = {mark} AND value IN ({marks})"
-            for v, p in conn.exec_driver_sql(sql, (t, *part)):
-                found[offsets[r] + position[v]] = p
-    return found
+    code_parts: list[np.ndarray] = []
+    person_parts: list[pa.Array] = []
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]  # rows as plain tuples
+    try:
+        for r, t in enumerate(types):
+            if n_keys > SCAN_ABOVE:
+                cursor.execute(f"SELECT value, person_id FROM identities WHERE type = {mark}", (t,))
+                rows = cursor.fetchall()
+            else:
+                values = dictionaries[r].to_pylist()
+                rows = []
+                for i in range(0, len(values), _CHUNK):
+                    part = values[i : i + _CHUNK]
+                    marks = ", ".join([mark] * len(part))
+                    cursor.execute(
+                        f"SELECT value, person_id FROM identities WHERE type = {mark} AND value IN ({marks})",
+                        (t, *part),
+                    )
+                    rows += cursor.fetchall()
+            if not rows:
+                continue
+            found, persons = zip(*rows, strict=True)
+            at = pc.index_in(pa.array(found, pa.string()), value_set=dictionaries[r])
+            hit = at.is_valid()
+            code_parts.append(at.filter(hit).to_numpy().astype(np.int64) + offsets[r])
+            person_parts.append(pa.array(persons, pa.string()).filter(hit))
+    finally:
+        cursor.close()
+    if not code_parts:
+        return none
+    return np.concatenate(code_parts), pa.concat_arrays(person_parts)
 
 
 def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
