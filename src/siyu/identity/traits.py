@@ -27,9 +27,11 @@ def upsert_traits(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
     SQLAlchemy's per-row JSON and date processing dominated large identify batches; values are
     serialised here as its JSON type stores them (``json.dumps``: :func:`json_text`), dates as SQLite stores them.
+    Written in primary-key order, which on a large table is several times faster than a random one.
     """
     if not rows:
         return
+    rows = sorted(rows, key=lambda r: (r["person_id"], r["key"]))  # primary-key order: B-tree pages shared
     pg = conn.dialect.name == "postgresql"
     mark, json_mark = ("%s", "CAST(%s AS JSON)") if pg else ("?", "?")  # SQLite's CAST(… AS JSON) is NUMERIC
     stamps = [r["updated_at"] for r in rows]
