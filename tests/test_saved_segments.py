@@ -11,7 +11,10 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from helpers import ADMIN, Api, identify, order, track
+from siyu.segments.compile import SegmentCompileError
 
 NOW = datetime.now(UTC)
 
@@ -101,6 +104,7 @@ def test_incremental_refresh_equals_a_full_evaluation_after_random_writes(api: A
     for name, text in definitions.items():
         create(api, name, text)
     n_order = 0
+    watermarks: list[int] = []
     for _ in range(6):
         msgs: list[dict[str, Any]] = []
         for _ in range(8):
@@ -118,10 +122,60 @@ def test_incremental_refresh_equals_a_full_evaluation_after_random_writes(api: A
             orders.append(order(f"o{n_order}", userId=f"u{rng.randrange(15)}", amount_fen=rng.choice([5000, 20000])))
         if orders:
             assert api.post_orders(orders).status_code == 200
+        # Now and then one segment alone, then more writes: the segments refreshed together below
+        # then hold different watermarks, so the batch copies the touched persons per watermark.
+        if rng.random() < 0.6:
+            alone = rng.choice(list(definitions))
+            assert post(api, f"/v1/segments/{alone}/refresh").json()["mode"] == "incremental"
+            assert members(api, alone) == evaluated(api, definitions[alone]), alone
+            api.batch(
+                [
+                    track("favorite", userId=f"u{rng.randrange(15)}"),
+                    identify(userId=f"u{rng.randrange(15)}", traits={"city": rng.choice(["北京", "上海"])}),
+                ]
+            )
+        watermarks.append(len(set(meta_values(api, "segment_watermark:"))))
         results = post(api, "/v1/segments/refresh").json()["segments"]
         assert {r["mode"] for r in results} == {"incremental"}
         for name, text in definitions.items():
             assert members(api, name) == evaluated(api, text), name
+        assert {r["segment"]: r["members"] for r in results} == {n: len(members(api, n)) for n in definitions}
+    assert max(watermarks) > 1  # the case above happened
+
+
+def meta_values(api: Api, prefix: str) -> list[str]:
+    cur = api.runtime.events.cursor()
+    return [v for (v,) in cur.execute("SELECT value FROM store_meta WHERE starts_with(key, ?)", [prefix]).fetchall()]
+
+
+def test_a_refresh_that_cannot_evaluate_one_segment_writes_nothing(api: Api) -> None:
+    from siyu.segments import parse
+    from siyu.segments.membership import RefreshItem
+
+    api.batch([identify(userId=f"u{i}", traits={"city": "北京"}) for i in range(3)])
+    create(api, "北京客户", 'city = "北京"')
+    api.batch([identify(userId="u9", traits={"city": "北京"}), identify(userId="u0", traits={"city": "上海"})])
+    svc = api.runtime.segments()
+    saved = svc.saved
+    good = RefreshItem(saved.get("北京客户"), parse('city = "北京"'), incremental=True)
+    bad = RefreshItem({"id": "x", "name": "坏的"}, parse('in segment "不存在"'), incremental=False)
+    cur = api.runtime.events.cursor()
+
+    def state() -> Any:
+        return (
+            cur.execute("SELECT * FROM segment_membership ORDER BY ALL").fetchall(),
+            cur.execute("SELECT count(*) FROM events WHERE name LIKE 'segment_%'").fetchall(),
+            sorted(meta_values(api, "segment_")),
+        )
+
+    before = state()
+    ctx = svc.engine(fresh=False).context(None)
+    with pytest.raises(SegmentCompileError, match="不存在"):
+        saved.membership.refresh_many([good, bad], ctx)
+    assert state() == before
+    # The same refresh without the bad one writes the good one's changes.
+    (result,) = saved.membership.refresh_many([good], ctx)
+    assert (result.entered, result.exited) == (1, 1) and state() != before
 
 
 def test_static_segments_are_snapshots(api: Api) -> None:

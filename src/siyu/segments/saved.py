@@ -23,6 +23,7 @@ from siyu.segments import find_cycle, parse, referenced_segments, to_text
 from siyu.segments.compile import Context, SegmentCompileError
 from siyu.segments.membership import (
     Membership,
+    RefreshItem,
     RefreshResult,
     anchor_ranges,
     merge_spans,
@@ -215,53 +216,41 @@ class SavedSegments:
             incremental.add(seg["id"])
         return merge_spans(ranges), traits, incremental
 
-    def refresh_one(
-        self,
-        seg: dict[str, Any],
-        *,
-        now: datetime | None = None,
-        full: bool = False,
-        definitions: dict[str, Node] | None = None,
-        ctx: Context | None = None,
-        touch: tuple[tuple[tuple[datetime, datetime], ...], bool, set[str]] | None = None,
-    ) -> RefreshResult:
+    def refresh_one(self, seg: dict[str, Any], *, now: datetime | None = None, full: bool = False) -> RefreshResult:
         """Recompute one segment (a static one only when it has no members yet)."""
-        tree = parse(seg["expression"])
-        definitions = definitions if definitions is not None else self.definitions()
-        ctx = ctx or self.service.engine(fresh=False).context(now)
-        ranges, traits, incremental = touch or self._touch([seg], definitions, ctx, full)
-        try:
-            result = self.membership.refresh(
-                seg,
-                tree,
-                ctx,
-                incremental=seg["id"] in incremental,
-                static=seg["kind"] == "static",
-                ranges=ranges,
-                trait_ranges=traits,
-            )
-        except SegmentCompileError as exc:
-            raise SavedSegmentError(str(exc)) from exc
-        with self.runtime.engine.begin() as conn:
-            conn.execute(
-                update(segments)
-                .where(segments.c.id == seg["id"])
-                .values(refreshed_at=ctx.now, member_count=result.members)
-            )
-        return result
+        return self._refresh([seg], now=now, full=full)[0]
 
     def refresh(
         self, name: str | None = None, *, now: datetime | None = None, full: bool = False
     ) -> list[RefreshResult]:
-        """Refresh one segment, or every dynamic one (rule tags are refreshed by the caller)."""
+        """Refresh one segment, or every dynamic one together (rule tags are refreshed by the caller)."""
         if name is not None:
             return [self.refresh_one(self.get(name), now=now, full=full)]
+        return self._refresh([seg for seg in self._all() if seg["kind"] == "dynamic"], now=now, full=full)
+
+    def _refresh(self, segs: list[dict[str, Any]], *, now: datetime | None, full: bool) -> list[RefreshResult]:
+        """Refresh ``segs`` at one ``now``: evaluated one by one, written in one transaction per store."""
+        if not segs:
+            return []
         definitions = self.definitions()
-        ctx = self.service.engine(fresh=False).context(now)  # one `now` for every segment of this refresh
-        dynamic = [seg for seg in self._all() if seg["kind"] == "dynamic"]
-        touch = self._touch(dynamic, definitions, ctx, full)
-        with self.membership.batch():
-            return [self.refresh_one(seg, definitions=definitions, ctx=ctx, touch=touch) for seg in dynamic]
+        ctx = self.service.engine(fresh=False).context(now)
+        ranges, traits, incremental = self._touch(segs, definitions, ctx, full)
+        items = [
+            RefreshItem(seg, parse(seg["expression"]), seg["id"] in incremental, static=seg["kind"] == "static")
+            for seg in segs
+        ]
+        try:
+            results = self.membership.refresh_many(items, ctx, ranges=ranges, trait_ranges=traits)
+        except SegmentCompileError as exc:
+            raise SavedSegmentError(str(exc)) from exc
+        with self.runtime.engine.begin() as conn:
+            for result in results:
+                conn.execute(
+                    update(segments)
+                    .where(segments.c.id == result.segment_id)
+                    .values(refreshed_at=ctx.now, member_count=result.members)
+                )
+        return results
 
     def members(self, name: str) -> list[str]:
         """The current members of a saved segment, sorted."""
