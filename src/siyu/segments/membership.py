@@ -5,7 +5,8 @@ segment; the current members are the rows with ``exited_at IS NULL``. Every chan
 (``segment_entered`` / ``segment_exited``, ``message_type = 'change'`` so ``did any`` never counts
 it) for automation to react to.
 
-A refresh computes the new member set and writes the difference in one DuckDB transaction:
+A refresh computes the new member sets and writes the differences in one DuckDB transaction (all
+the segments refreshed together in the same one, decision 017):
 
 * **incremental** once the segment has been computed: only persons with new events, orders or
   changes since the segment's watermark — and, for definitions that read the time (``in last``,
@@ -269,9 +270,9 @@ class Membership:
 
         Every segment is evaluated first (into temporary tables); then the differences of all of
         them are written in **one** DuckDB transaction, with one statement per step for all the
-        segments together — a refresh of twenty segments costs about what one cost before. If an
-        evaluation fails nothing is written. Results come in the order of ``items``; a result's
-        ``seconds`` is its own evaluation plus an equal share of the write.
+        segments together (decision 017). If an evaluation fails nothing is written. Results come
+        in the order of ``items``; a result's ``seconds`` is its own evaluation plus an equal share
+        of the write (and of the copy of the touched rows, among the incremental ones).
         """
         with self.store.write_lock:
             self.store.settle()
