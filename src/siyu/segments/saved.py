@@ -13,7 +13,7 @@ segment or a rule tag refers to cannot be deleted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -197,7 +197,7 @@ class SavedSegments:
 
     # -- membership --------------------------------------------------------------------------------
     def _touch(
-        self, segs: list[dict[str, Any]], definitions: dict[str, Node], ctx: Context, full: bool
+        self, segs: list[dict[str, Any]], trees: Sequence[Node], definitions: dict[str, Node], ctx: Context, full: bool
     ) -> tuple[tuple[tuple[datetime, datetime], ...], bool, set[str]]:
         """The time spans to re-evaluate for ``segs`` refreshed together at ``ctx.now`` (their union,
         so that one copy of the touched persons' rows serves all), and which of them can be
@@ -205,9 +205,8 @@ class SavedSegments:
         ranges: set[tuple[datetime, datetime]] = set()
         traits = False
         incremental: set[str] = set()
-        for seg in segs:
+        for seg, tree in zip(segs, trees, strict=True):
             previous = self.membership.previous_now(seg["id"])
-            tree = parse(seg["expression"])
             if full or previous is None or previous > ctx.now or needs_full_refresh(tree, definitions.get):
                 continue
             anchors, on_traits = time_anchors(tree, definitions.get)
@@ -234,10 +233,11 @@ class SavedSegments:
             return []
         definitions = self.definitions()
         ctx = self.service.engine(fresh=False).context(now)
-        ranges, traits, incremental = self._touch(segs, definitions, ctx, full)
+        trees = [parse(seg["expression"]) for seg in segs]
+        ranges, traits, incremental = self._touch(segs, trees, definitions, ctx, full)
         items = [
-            RefreshItem(seg, parse(seg["expression"]), seg["id"] in incremental, static=seg["kind"] == "static")
-            for seg in segs
+            RefreshItem(seg, tree, seg["id"] in incremental, static=seg["kind"] == "static")
+            for seg, tree in zip(segs, trees, strict=True)
         ]
         try:
             results = self.membership.refresh_many(items, ctx, ranges=ranges, trait_ranges=traits)
