@@ -12,6 +12,7 @@ Target (issue 3): 1M customers / ~20M events simulated and loaded in ≤ 3 minut
 
     .venv/bin/python benchmarks/bench_simulate.py --customers 100000
     .venv/bin/python benchmarks/bench_simulate.py --customers 1000000 --skip-baseline
+    .venv/bin/python benchmarks/bench_simulate.py --customers 100000 --skip-baseline --together
     .venv/bin/python benchmarks/bench_simulate.py --customers 10000000 --skip-load --skip-baseline
 """
 
@@ -37,6 +38,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-load", action="store_true", help="simulate only")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="also time simulate_and_load (`siyu simulate --load`: customers imported while events are simulated)",
+    )
     args = parser.parse_args()
 
     import pyarrow.parquet as pq
@@ -97,6 +103,31 @@ def main() -> None:
                     )
                 counts = stats(rt.engine, rt.events)
             rows.append(("**total**", f"**{fmt_s(total)}**", fmt_rate(summary.events, total), str(counts)))
+        if args.together:
+            from siyu.config import Settings
+            from siyu.profiles.service import stats
+            from siyu.runtime import Runtime
+            from siyu.simulate.pipeline import simulate_and_load
+
+            with Runtime.open(Settings(home=work / "home-together")) as rt, timer() as t_both:
+                both, _ = simulate_and_load(
+                    rt,
+                    brand_named(args.brand),
+                    customers=args.customers,
+                    months=args.months,
+                    seed=args.seed,
+                    out=work / "sim-together",
+                    end=date(2026, 11, 1),
+                )
+                same = "not compared" if args.skip_load else str(stats(rt.engine, rt.events) == counts)
+            rows.append(
+                (
+                    "**simulate + load at once**",
+                    f"**{fmt_s(t_both[0])}**",
+                    fmt_rate(both.events, t_both[0]),
+                    f"ours / the steps one after another {ratio(t_both[0], total)}; same counts: {same}",
+                )
+            )
         print(table(["step", "time", "rate", "size / outcome"], rows))
 
         if not args.skip_baseline:

@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 
 from siyu.config import Settings
+from siyu.profiles.service import stats
 from siyu.runtime import Runtime
 from siyu.simulate import population as popmod
 from siyu.simulate.behaviour import INDUCED_NUMBER, NEW_COUPON_THRESHOLD_FEN
 from siyu.simulate.brands import BRANDS, MOTHER_BABY, brand_named
 from siyu.simulate.calendar import build_calendar
 from siyu.simulate.load import load_simulation
+from siyu.simulate.pipeline import simulate_and_load
 from siyu.simulate.run import simulate
 from siyu.store.fingerprint import store_fingerprint
 
@@ -82,6 +84,44 @@ def test_loading_twice_changes_nothing(small: Path, tmp_path: Path) -> None:
         report = load_simulation(rt, small)
         assert sum(r.result.accepted for r in report.reports.values()) == 0
         assert store_fingerprint(rt.engine, rt.events) == first
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_simulating_and_loading_at_once_gives_the_same_files_and_store(small: Path, tmp_path: Path, fmt: str) -> None:
+    """The pipeline imports the customers while the simulator's process draws events and orders:
+    the files are byte-identical to simulate()'s and the store equals loading them afterwards."""
+    out = tmp_path / "sim"
+    simulated: list[int] = []
+    known: list[int] = []
+    with Runtime.open(Settings(home=tmp_path / "home")) as rt:
+        summary, report = simulate_and_load(
+            rt,
+            MOTHER_BABY,
+            customers=1500,
+            months=6,
+            seed=11,
+            out=out,
+            end=END,
+            fmt=fmt,  # type: ignore[arg-type]
+            simulated=simulated.append,
+            rows_known=known.append,
+        )
+        together = store_fingerprint(rt.engine, rt.events)
+    assert sum(simulated) == 1500 and summary.customers == 1500
+    assert [r.rejected for r in report.reports.values()] == [0, 0, 0]
+    rows = {kind: r.rows for kind, r in report.reports.items()}
+    assert (rows["events"], rows["orders"]) == (summary.events, summary.orders)
+    assert known == [rows["customers"], rows["events"] + rows["orders"]]
+    if fmt == "parquet":
+        assert _digest(out) == _digest(small)
+    assert together == _load(tmp_path / "after", small)
+
+
+def test_a_simulation_that_cannot_start_loads_nothing(tmp_path: Path) -> None:
+    with Runtime.open(Settings(home=tmp_path / "home")) as rt:
+        with pytest.raises(ValueError, match="months must be between 1 and 60"):
+            simulate_and_load(rt, MOTHER_BABY, customers=1500, months=0, seed=1, out=tmp_path / "sim", end=END)
+        assert stats(rt.engine, rt.events) == {"persons": 0, "identities": 0, "events": 0, "orders": 0}
 
 
 @pytest.mark.parametrize("name", sorted(BRANDS))

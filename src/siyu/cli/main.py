@@ -188,25 +188,27 @@ def simulate(
         fail(f"unknown format {fmt!r}: use parquet or jsonl")
     if not 1_000 <= customers <= 10_000_000:
         fail(f"--customers must be between 1,000 and 10,000,000, not {customers:,}")
-    with _bar(as_json) as bar:
-        task = bar.add_task(f"simulate {chosen.name}", total=customers)
-        try:
-            summary = run_simulation(
-                chosen,
-                customers=customers,
-                months=months,
-                seed=seed,
-                out=out_dir,
-                end=last,
-                time_zone=settings.timezone,
-                fmt=fmt,  # type: ignore[arg-type]
-                progress=lambda n: bar.advance(task, n),
-            )
-        except ValueError as exc:
-            fail(str(exc))
-    result: dict[str, Any] = summary.as_dict()
+    options: dict[str, Any] = {
+        "customers": customers,
+        "months": months,
+        "seed": seed,
+        "out": out_dir,
+        "end": last,
+        "time_zone": settings.timezone,
+        "fmt": fmt,
+    }
+    result: dict[str, Any]
     if load:
-        result["loaded"] = _load_simulation(ctx, out_dir, as_json)
+        summary, loaded = _simulate_and_load(ctx, chosen, options, as_json)
+        result = {**summary.as_dict(), "loaded": loaded}
+    else:
+        with _bar(as_json) as bar:
+            task = bar.add_task(f"simulate {chosen.name}", total=customers)
+            try:
+                summary = run_simulation(chosen, **options, progress=lambda n: bar.advance(task, n))
+            except ValueError as exc:
+                fail(str(exc))
+        result = summary.as_dict()
     if as_json:
         emit_json(result)
         return
@@ -219,17 +221,27 @@ def simulate(
         out.print(f"loaded into {settings.home}: " + ", ".join(f"{k} {n:,}" for k, n in loaded.items()))
 
 
-def _load_simulation(ctx: typer.Context, folder: Path, quiet: bool) -> dict[str, Any]:
-    from siyu.simulate.load import SimulationFolderError, load_simulation, total_rows
+def _simulate_and_load(
+    ctx: typer.Context, brand: Any, options: dict[str, Any], quiet: bool
+) -> tuple[Any, dict[str, Any]]:
+    """Simulate and import at once (the customers are imported while events and orders are drawn)."""
+    from siyu.simulate.pipeline import SimulationFailed, simulate_and_load
 
-    try:
-        rows = total_rows(folder)
-    except SimulationFolderError as exc:
-        fail(str(exc))
     with opened(ctx) as rt, _bar(quiet) as bar:
-        task = bar.add_task("import", total=rows)
-        report = load_simulation(rt, folder, progress=lambda n: bar.advance(task, n))
-    return report.as_dict()
+        sim_task = bar.add_task(f"simulate {brand.name}", total=options["customers"])
+        import_task = bar.add_task("import", total=None)
+        try:
+            summary, report = simulate_and_load(
+                rt,
+                brand,
+                **options,
+                simulated=lambda n: bar.advance(sim_task, n),
+                imported=lambda n: bar.advance(import_task, n),
+                rows_known=lambda n: bar.update(import_task, total=(bar.tasks[import_task].total or 0) + n),
+            )
+        except (ValueError, SimulationFailed) as exc:
+            fail(str(exc))
+    return summary, report.as_dict()
 
 
 def _bar(quiet: bool) -> Progress:

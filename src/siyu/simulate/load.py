@@ -57,16 +57,22 @@ def load_simulation(runtime: Runtime, folder: Path, *, progress: Callable[[int],
     """Import the staff team, then customers, events and orders. Safe to repeat (imports dedupe)."""
     files = data_files(folder)
     report = LoadReport()
+    load_staff(runtime, folder, report)
+    for kind, path in files:
+        load_file(runtime, kind, path, report, progress=progress)
+    return report
+
+
+def load_staff(runtime: Runtime, folder: Path, report: LoadReport) -> None:
+    """Upsert the staff team of ``folder/staff.parquet``."""
     relations = RelationService(runtime.ingestor)
     for row in pq.read_table(folder / "staff.parquet").to_pylist():
         relations.upsert_staff(row["userid"], row["name"])
         report.staff += 1
-    for kind, path in files:
-        report.reports[kind] = import_file(
-            runtime.ingestor,
-            path,
-            kind,
-            source="simulator",
-            progress=progress,
-        )
-    return report
+
+
+def load_file(
+    runtime: Runtime, kind: Kind, path: Path, report: LoadReport, *, progress: Callable[[int], None] | None = None
+) -> None:
+    """Import one data file of a simulation (source ``simulator``) and add its report."""
+    report.reports[kind] = import_file(runtime.ingestor, path, kind, source="simulator", progress=progress)

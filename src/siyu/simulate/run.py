@@ -91,11 +91,14 @@ def simulate(
     time_zone: str = "Asia/Shanghai",
     fmt: Format = "parquet",
     progress: Callable[[int], None] | None = None,
+    on_first_files: Callable[[], None] | None = None,
 ) -> SimulationSummary:
     """Simulate ``customers`` customers of ``brand`` over the ``months`` months before ``end``.
 
     Deterministic: the same arguments give byte-identical data files. ``progress`` is called with
-    the number of customers finished after each block.
+    the number of customers finished after each block. The staff and customers files are complete
+    before the first block is drawn; ``on_first_files`` is called then (an importer may start on
+    them while events and orders are still being simulated: :mod:`siyu.simulate.pipeline`).
     """
     if not 1 <= customers <= MAX_CUSTOMERS:
         raise ValueError(f"customers must be between 1 and {MAX_CUSTOMERS:,}, not {customers:,}")
@@ -120,6 +123,9 @@ def simulate(
     per_customer: dict[str, np.ndarray] = {}
     try:
         writer.customers(_customer_table(world))
+        pq.write_table(_staff_table(world), out / "staff.parquet")
+        if on_first_files:
+            on_first_files()
         for block, lo in enumerate(range(0, customers, BLOCK)):
             hi = min(customers, lo + BLOCK)
             result = simulate_block(world, block, lo, hi)
@@ -133,7 +139,6 @@ def simulate(
                 progress(hi - lo)
     finally:
         writer.close()
-    pq.write_table(_staff_table(world), out / "staff.parquet")
     _write_truth(world, out / "truth", per_customer, start, end, time_zone)
     summary = SimulationSummary(out, customers, n_events, n_orders, start, end)
     manifest = {**summary.as_dict(), "brand": brand.name, "seed": seed, "months": months, "format": fmt}
@@ -329,7 +334,12 @@ class _Writer:
             fh.write(orjson.dumps(shape(row)) + b"\n")
 
     def customers(self, table: pa.Table) -> None:
+        """All the customers at once: the file is complete (closed) when this returns."""
         self._emit("customers", table, lambda r: _message(r, "identify", "traits"))
+        if "customers" in self._parquet:
+            self._parquet.pop("customers").close()
+        if "customers" in self._jsonl:
+            self._jsonl.pop("customers").close()
 
     def events(self, table: pa.Table) -> None:
         assert table.schema == EVENT_SCHEMA
