@@ -15,6 +15,7 @@ leaves the staff and customers imported (imports are idempotent: running again c
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,9 +74,11 @@ def _simulate_in_child(queue: Any, brand: Brand, options: dict[str, Any]) -> Non
             progress=lambda n: queue.put(("progress", n)),
             on_first_files=lambda: queue.put(("first", None)),
         )
-    except BaseException as exc:  # reported to the parent, which raises it
+    except Exception as exc:  # reported to the parent, which raises it with the message
         queue.put(("error", (type(exc).__name__, str(exc))))
-        raise
+        queue.close()
+        queue.join_thread()
+        sys.exit(1)
     queue.put(("done", summary))
 
 
@@ -133,10 +136,11 @@ def simulate_and_load(
             rows_known(sum(count_rows(path) for _, path in later))
         for kind, path in later:
             load_file(runtime, kind, path, report, progress=imported)  # type: ignore[arg-type]
+    except BaseException:
+        process.terminate()  # an import failed or was interrupted: the rest of the files is not wanted
+        raise
     finally:
         process.join(timeout=60)
-        if process.is_alive():
-            process.terminate()
     assert child.summary is not None
     return child.summary, report
 
