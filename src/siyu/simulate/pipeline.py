@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from siyu.ingest.files import count_rows
+from siyu.ingest.files import Kind, count_rows
 from siyu.runtime import Runtime
 from siyu.simulate.brands import Brand
 from siyu.simulate.load import LoadReport, load_file, load_staff
@@ -131,11 +131,11 @@ def simulate_and_load(
         load_file(runtime, "customers", customers_file, report, progress=imported)
         _wait(child.done, process, child)
         _raise_failure(child, loaded=True)
-        later = [("events", out / f"events.{fmt}"), ("orders", out / f"orders.{fmt}")]
+        later: list[tuple[Kind, Path]] = [("events", out / f"events.{fmt}"), ("orders", out / f"orders.{fmt}")]
         if rows_known:
             rows_known(sum(count_rows(path) for _, path in later))
         for kind, path in later:
-            load_file(runtime, kind, path, report, progress=imported)  # type: ignore[arg-type]
+            load_file(runtime, kind, path, report, progress=imported)
     except BaseException:
         process.terminate()  # an import failed or was interrupted: the rest of the files is not wanted
         raise
