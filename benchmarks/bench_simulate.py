@@ -45,8 +45,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import pyarrow.parquet as pq
-
     from siyu.simulate.brands import brand_named
     from siyu.simulate.run import simulate
 
@@ -76,22 +74,20 @@ def main() -> None:
         total = t_sim[0]
         if not args.skip_load:
             from siyu.config import Settings
-            from siyu.ingest.files import import_file
             from siyu.profiles.service import stats
-            from siyu.relations.service import RelationService
             from siyu.runtime import Runtime
-            from siyu.simulate.load import data_files
+            from siyu.simulate.load import LoadReport, data_files, load_file, load_staff
 
             with Runtime.open(Settings(home=work / "home")) as rt:
+                loaded = LoadReport()
                 with timer() as t_staff:
-                    relations = RelationService(rt.ingestor)
-                    for row in pq.read_table(out / "staff.parquet").to_pylist():
-                        relations.upsert_staff(row["userid"], row["name"])
+                    load_staff(rt, out, loaded)
                 rows.append(("load staff", fmt_s(t_staff[0]), "", ""))
                 total += t_staff[0]
                 for kind, path in data_files(out):
                     with timer() as t:
-                        report = import_file(rt.ingestor, path, kind, source="simulator")
+                        load_file(rt, kind, path, loaded)
+                    report = loaded.reports[kind]
                     total += t[0]
                     rows.append(
                         (

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,10 @@ from siyu.cli.tags import tag_app
 from siyu.config import Settings
 from siyu.runtime import Runtime
 from siyu.store.events import EventStoreLocked
+
+if TYPE_CHECKING:
+    from siyu.simulate.brands import Brand
+    from siyu.simulate.run import SimulationSummary
 
 app = typer.Typer(
     help="siyu 私域 — private-domain customer operations.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -222,14 +226,20 @@ def simulate(
 
 
 def _simulate_and_load(
-    ctx: typer.Context, brand: Any, options: dict[str, Any], quiet: bool
-) -> tuple[Any, dict[str, Any]]:
+    ctx: typer.Context, brand: Brand, options: dict[str, Any], quiet: bool
+) -> tuple[SimulationSummary, dict[str, Any]]:
     """Simulate and import at once (the customers are imported while events and orders are drawn)."""
     from siyu.simulate.pipeline import SimulationFailed, simulate_and_load
 
     with opened(ctx) as rt, _bar(quiet) as bar:
         sim_task = bar.add_task(f"simulate {brand.name}", total=options["customers"])
         import_task = bar.add_task("import", total=None)
+        to_import = [0]
+
+        def more_rows(n: int) -> None:
+            to_import[0] += n
+            bar.update(import_task, total=to_import[0])
+
         try:
             summary, report = simulate_and_load(
                 rt,
@@ -237,7 +247,7 @@ def _simulate_and_load(
                 **options,
                 simulated=lambda n: bar.advance(sim_task, n),
                 imported=lambda n: bar.advance(import_task, n),
-                rows_known=lambda n: bar.update(import_task, total=(bar.tasks[import_task].total or 0) + n),
+                rows_known=more_rows,
             )
         except (ValueError, SimulationFailed) as exc:
             fail(str(exc))

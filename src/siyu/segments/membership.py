@@ -238,21 +238,6 @@ class Membership:
             self.store.forget_meta(key)
 
     # -- refresh -----------------------------------------------------------------------------------
-    def refresh(
-        self,
-        segment: dict[str, Any],
-        tree: Node,
-        ctx: Context,
-        *,
-        incremental: bool,
-        static: bool = False,
-        ranges: tuple[tuple[datetime, datetime], ...] = (),
-        trait_ranges: bool = False,
-    ) -> RefreshResult:
-        """Recompute one segment's members at ``ctx.now``: :meth:`refresh_many` of one."""
-        item = RefreshItem(segment, tree, incremental=incremental, static=static)
-        return self.refresh_many([item], ctx, ranges=ranges, trait_ranges=trait_ranges)[0]
-
     def refresh_many(
         self,
         items: Sequence[RefreshItem],
