@@ -387,3 +387,65 @@ def test_a_failing_ops_write_rolls_the_events_back_too(tmp_path: Path, monkeypat
     with Runtime.open(Settings(home=home)) as rt:  # and a retry then stores it all
         assert import_file(rt.ingestor, second, "events").result.accepted == 60
         assert rt.events.counts()["events"] == before[1]["events"] + 60
+
+
+@pytest.mark.parametrize("max_shapes", [64, 3])
+def test_sparse_properties_give_the_row_paths_json_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_shapes: int
+) -> None:
+    """Rows of a few shapes (which optional properties they hold) get their JSON built per shape;
+    with fewer shapes allowed than the file has, the rest take the general path. Either way the
+    stored text is the row path's, byte for byte, NULLs left out, in column order."""
+    import random
+
+    from siyu.ingest import bulk
+
+    monkeypatch.setattr(bulk, "_MAX_SHAPES", max_shapes)
+    rng = random.Random(5)
+    now = datetime.now(UTC) - timedelta(hours=1)
+    shapes = [(1, 1, 0, 0, 1), (0, 0, 1, 1, 0), (0, 0, 0, 0, 0), (1, 0, 1, 0, 1), (1, 1, 1, 1, 1)]
+    rows = [
+        shapes[rng.randrange(len(shapes))] if rng.random() < 0.9 else [rng.random() < 0.5 for _ in range(5)]
+        for _ in range(300)
+    ]
+    values = [
+        [f'SKU-{i}"\\' if r[0] else None for i, r in enumerate(rows)],
+        ["奶粉" if r[1] else None for r in rows],
+        [i * 10 if r[2] else None for i, r in enumerate(rows)],
+        [bool(i % 2) if r[3] else None for i, r in enumerate(rows)],
+        [-i if r[4] else None for i, r in enumerate(rows)],
+    ]
+    file = tmp_path / "sparse.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "message_id": [f"s{i}" for i in range(len(rows))],
+                "event": ["view"] * len(rows),
+                "timestamp": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+                "userId": [f"u{i % 7}" for i in range(len(rows))],
+                "sku": pa.array(values[0], pa.string()),
+                "category": pa.array(values[1], pa.string()),
+                "price_fen": pa.array(values[2], pa.int64()),
+                "flag": pa.array(values[3], pa.bool_()),
+                "delta": pa.array(values[4], pa.int64()),
+            }
+        ),
+        file,
+    )
+    texts = {}
+    for vectorised in (True, False):
+        with Runtime.open(Settings(home=tmp_path / f"home-{vectorised}")) as rt:
+            assert import_file(rt.ingestor, file, "events", vectorised=vectorised).result.accepted == len(rows)
+            texts[vectorised] = (
+                rt.events.cursor()
+                .execute("SELECT event_id, properties FROM events WHERE message_type = 'track' ORDER BY event_id")
+                .fetchall()
+            )
+    assert texts[True] == texts[False]
+    assert (
+        dict(texts[True])["s0"]
+        == orjson.dumps(
+            {k: v[0] for k, v in zip(("sku", "category", "price_fen", "flag", "delta"), values) if v[0] is not None}
+        ).decode()
+    )
+    assert "{}" in {p for _, p in texts[True]}  # rows holding no property

@@ -11,7 +11,7 @@ strict mode) return ``None`` and go through the row-by-row path instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -127,11 +127,19 @@ def _import(
         "WHEN starts_with(_event, '$') OR regexp_matches(_event, '[\\x00-\\x1f]') "
         "THEN 'event\x00event names may not start with $ or contain control characters' END"
     )
-    names = con.execute(f"""SELECT _event, ({event_check}) IS NOT NULL
-        FROM (SELECT DISTINCT CAST({event_col} AS VARCHAR) AS _event FROM {src})""").fetchall()
-    bad_event = any(bad for _, bad in names)
+    # The same pass counts which optional properties each row holds (few shapes in most files).
+    may_be_null = _nullable(path, props)
+    nullable = [c for c in props if c in may_be_null][:_MAX_SHAPE_COLUMNS]
+    shape = _shape_sql(nullable)
+    names = con.execute(f"""SELECT _event, ({event_check}) IS NOT NULL, _shape, _n
+        FROM (SELECT CAST({event_col} AS VARCHAR) AS _event, {shape} AS _shape, count(*) AS _n
+              FROM {src} GROUP BY ALL)""").fetchall()
+    bad_event = any(bad for _, bad, _, _ in names)
+    shapes: dict[int, int] = {}
+    for _, _, mask, n in names:
+        shapes[mask] = shapes.get(mask, 0) + n
     # Only with schemas in the tracking plan can an event of this file need the row path.
-    if ingestor.plan.events() and any(n is not None and ingestor.plan.has(n) for n, _ in names):
+    if ingestor.plan.events() and any(n is not None and ingestor.plan.has(n) for n, *_ in names):
         return None
 
     # 1. Phones are normalised in Python, once per distinct value.
@@ -221,7 +229,8 @@ def _import(
                 f"WHEN contains({_q(c)}, chr(0)) THEN {_lit(where + 'contains a NUL character')} END"
             )
         # other integers and booleans: nothing to check
-    props_json = _props_json(props, _nullable(path, props))
+    common = sorted(shapes, key=lambda m: -shapes[m])[:_MAX_SHAPES]
+    props_json = _props_json(props, may_be_null, nullable, common)
     raw_cols = ", ".join(f"{raw_id(r)} AS _raw_{r}" for r in sorted({*present, "phone"}))
     cleaned = ", ".join(
         "p.norm AS _phone" if r == "phone" else (f"lower(_raw_{r}) AS _{r}" if r == "email" else f"_raw_{r} AS _{r}")
@@ -407,19 +416,47 @@ def _nullable(path: Path, columns: list[str]) -> set[str]:
     return out
 
 
-def _props_json(props: list[str], nullable: set[str]) -> str:
+#: At most this many optional property columns take part in the row shapes of :func:`_props_json`,
+#: and at most this many shapes get their own ``json_object``.
+_MAX_SHAPE_COLUMNS = 62
+_MAX_SHAPES = 64
+EMPTY_JSON = "'{}'::JSON"
+
+
+def _shape_sql(nullable: list[str]) -> str:
+    """SQL for a row's shape: a bit per column of ``nullable``, set where the row holds a value."""
+    if not nullable:
+        return "0::BIGINT"
+    return " + ".join(f"(CASE WHEN {_q(c)} IS NULL THEN 0 ELSE {1 << i} END)::BIGINT" for i, c in enumerate(nullable))
+
+
+def _props_json(props: list[str], nullable: set[str], shaped: Sequence[str] = (), shapes: Sequence[int] = ()) -> str:
     """SQL for the ``properties`` JSON text of a row: every property column, NULLs left out.
 
-    ``json_object`` is cheap; leaving NULLs out (``json_merge_patch`` drops them) is not, so only
-    rows with a NULL in a column that may hold one pay for it.
+    ``json_object`` is cheap; leaving NULLs out (``json_merge_patch`` drops them) is not. When
+    ``shaped`` holds every column of ``nullable``, rows of one of ``shapes`` (bit ``i`` set where
+    column ``shaped[i]`` holds a value, :func:`_shape_sql`) get a ``json_object`` of exactly the
+    columns they hold; other rows with a NULL in a column that may hold one pay for the merge.
     """
     if not props:
         return "'{}'"
-    obj = "json_object(" + ", ".join(f"{_lit(c)}, {_q(c)}" for c in props) + ")"
+
+    def obj(columns: Iterable[str]) -> str:
+        return "json_object(" + ", ".join(f"{_lit(c)}, {_q(c)}" for c in columns) + ")"
+
+    every = obj(props)
     if not nullable:
-        return f"{obj}::VARCHAR"
+        return f"{every}::VARCHAR"
     any_null = " OR ".join(f"{_q(c)} IS NULL" for c in props if c in nullable)
-    return f"(CASE WHEN {any_null} THEN json_merge_patch('{{}}', {obj}) ELSE {obj} END)::VARCHAR"
+    fallback = f"CASE WHEN {any_null} THEN json_merge_patch('{{}}', {every}) ELSE {every} END"
+    if not shapes or not nullable <= set(shaped):
+        return f"({fallback})::VARCHAR"
+    bit = {c: 1 << i for i, c in enumerate(shaped)}
+    cases = []
+    for mask in shapes:
+        held = [c for c in props if c not in bit or mask & bit[c]]
+        cases.append(f"WHEN {mask} THEN {obj(held) if held else EMPTY_JSON}")
+    return f"(CASE {_shape_sql(list(shaped))} {' '.join(cases)} ELSE {fallback} END)::VARCHAR"
 
 
 def _scalar(con: Any, sql: str) -> int:
