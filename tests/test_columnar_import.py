@@ -221,3 +221,176 @@ def test_columnar_orders_match_the_row_path(
     assert results[0]["accepted"] > 0 and sum(r["stale"] for r in results) > 0
     assert sum(r["duplicates"] for r in results) > 0
     assert fast[2][0]["accepted"] == 0
+
+
+def _profiles(rng: random.Random, persons: int, shared: int) -> pa.Table:
+    """Customers as the simulator writes them: most persons hold identities of their own and send
+    several identify rows (times out of order, traits changing, some rows repeating a value);
+    ``shared`` phones are held by two persons each (merges and refusals among those)."""
+    rows = []
+    for p in range(persons):
+        phone = f"1380000{p % shared:04d}" if p < 2 * shared else None
+        for k in range(rng.choice([1, 1, 2, 3, 5])):
+            ts = NOW - timedelta(days=rng.randint(0, 200), seconds=rng.randint(0, 86_400))
+            rows.append(
+                {
+                    "message_id": f"p{p}-{k}",
+                    "timestamp": rng.choice([ts, ts, ts, NOW - timedelta(days=5)]),  # equal times too
+                    "wecom_external_userid": f"wm{p}" if k or rng.random() < 0.7 else None,
+                    "unionid": f"un{p}" if rng.random() < 0.8 else None,
+                    "member_id": (f"M{p}" if p % 9 else f"M{p // 2}") if rng.random() < 0.4 else None,
+                    "phone": phone if rng.random() < 0.6 else None,
+                    "city": rng.choice(["上海", "北京", "广州", None]),
+                    "level": rng.choice(["1", "2", "vip", "007", None]),
+                    "age": rng.choice([18, 25, None]),
+                    "score": rng.choice([0.0, -0.0, 1.5, None]),
+                    "vip": rng.choice([True, False, None]),
+                }
+            )
+    rng.shuffle(rows)
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("message_id", pa.string()),
+                ("timestamp", pa.timestamp("us", tz="UTC")),
+                ("wecom_external_userid", pa.string()),
+                ("unionid", pa.string()),
+                ("member_id", pa.string()),
+                ("phone", pa.string()),
+                ("city", pa.string()),
+                ("level", pa.string()),
+                ("age", pa.int64()),
+                ("score", pa.float64()),
+                ("vip", pa.bool_()),
+            ]
+        ),
+    )
+
+
+def _details(rt: Runtime) -> dict[str, Any]:
+    """What the fingerprint leaves out, by person key: first / last seen, identities' first seen,
+    and the content of the change events (trait changes: key, old, new, message)."""
+    from sqlalchemy import text
+
+    with rt.engine.connect() as conn:
+        ids = conn.execute(text("SELECT person_id, type, value, first_seen FROM identities")).all()
+        spans = dict(
+            (p, (str(a), str(b))) for p, a, b in conn.execute(text("SELECT id, first_seen, last_seen FROM persons"))
+        )
+    key = {}
+    for p, t, v, _ in ids:
+        key[p] = min(key.get(p, f"{t}:{v}"), f"{t}:{v}")
+    changes = (
+        rt.events.cursor()
+        .execute("SELECT person_id, name, ts, properties FROM events WHERE message_type = 'change'")
+        .fetchall()
+    )
+    return {
+        "ids": sorted((f"{t}:{v}", key[p], str(at)) for p, t, v, at in ids),
+        "spans": sorted((key[p], span) for p, span in spans.items() if p in key),
+        "changes": sorted(
+            (key.get(p, ""), n, str(ts), json.dumps(_merged_from_marked(json.loads(props)), sort_keys=True))
+            for p, n, ts, props in changes
+            if n == "$trait_changed"
+        ),
+    }
+
+
+def _merged_from_marked(payload: dict[str, Any]) -> dict[str, Any]:
+    """A change payload with the generated person id of ``merged_from`` replaced by a marker."""
+    return {**payload, "merged_from": "*"} if "merged_from" in payload else payload
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_columnar_customers_resolve_simple_persons_in_one_go(
+    tmp_path: Path, two_ops_urls: list[str], seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Most rows belong to persons no other row touches: their resolution and traits are computed
+    over the whole file, the rest chunk by chunk. Both give what the row path gives chunk by chunk,
+    including what the fingerprint does not see, under ``latest`` and under ``first``."""
+    rng = random.Random(seed)
+    first, second = tmp_path / "p1.parquet", tmp_path / "p2.parquet"
+    pq.write_table(_profiles(rng, 90, 6), first)
+    pq.write_table(_profiles(random.Random(seed + 100), 40, 3), second)  # the same persons again
+    caplog.set_level(logging.INFO, logger="siyu.ingest.columnar")
+    details = []
+    for vectorised, url in zip((True, False), two_ops_urls, strict=True):
+        settings = Settings(home=tmp_path / f"h-{vectorised}", ops_url=url, trait_strategies={"age": "first"})
+        with Runtime.open(settings) as rt:
+            steps: list[Any] = []
+            for file in (first, second):
+                report = import_file(rt.ingestor, file, "customers", vectorised=vectorised, chunk_rows=13)
+                # The row path counts a refusal per message, the columnar one per identity
+                # combination (the fingerprint's merges section holds the decisions themselves).
+                counts = {k: v for k, v in report.result.as_dict().items() if k != "refused_merges"}
+                steps.append((report.as_dict(), counts, report.result.refused_merges > 0))
+            steps.append(store_fingerprint(rt.engine, rt.events))
+            steps.append(_details(rt))
+            details.append(steps)
+    fast, slow = details
+    assert fast == slow
+    assert fast[0][1]["merges"] > 0 and fast[0][2]
+    simple = [r.getMessage() for r in caplog.records if "simple components" in r.getMessage()]
+    assert simple and all(" 0 of" not in m for m in simple[:1]), simple  # the first file: most rows simple
+    assert len(fast[-1]["changes"]) > 200
+
+
+def _orders_of(rng: random.Random, members: int, n: int) -> pa.Table:
+    """Orders of ``members`` members (several each, times out of order), flat as the simulator writes them."""
+    rows = []
+    for i in range(n):
+        paid = NOW - timedelta(days=rng.randint(0, 200), seconds=rng.randint(0, 86_400))
+        amount = rng.randint(100, 50_000)
+        rows.append(
+            {
+                "order_id": f"O{i}",
+                "status": "paid",
+                "member_id": f"M{rng.randrange(members)}",
+                "paid_at": paid,
+                "updated_at": paid,
+                "amount_fen": amount,
+                "discount_fen": 0,
+                "refund_fen": 0,
+                "items": [{"sku": "S1", "category": "奶粉", "quantity": 1, "price_fen": amount}],
+                "channel": "小程序",
+            }
+        )
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("order_id", pa.string()),
+                ("status", pa.string()),
+                ("member_id", pa.string()),
+                ("paid_at", pa.timestamp("us", tz="UTC")),
+                ("updated_at", pa.timestamp("us", tz="UTC")),
+                ("amount_fen", pa.int64()),
+                ("discount_fen", pa.int64()),
+                ("refund_fen", pa.int64()),
+                ("items", pa.list_(_ITEM)),
+                ("channel", pa.string()),
+            ]
+        ),
+    )
+
+
+def test_columnar_orders_of_known_customers_resolve_at_once(
+    tmp_path: Path, two_ops_urls: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Orders whose members are stored customers (or new persons no other order touches) are
+    resolved in one go over the file; first / last seen come out as the row path's chunk by chunk."""
+    rng = random.Random(21)
+    customers, orders = tmp_path / "c.parquet", tmp_path / "o.parquet"
+    pq.write_table(_profiles(rng, 60, 1), customers)  # members M0…M59, some persons without one
+    pq.write_table(_orders_of(rng, 80, 300), orders)  # M60…M79 are new persons
+    caplog.set_level(logging.INFO, logger="siyu.ingest.columnar")
+    out = []
+    for vectorised, url in zip((True, False), two_ops_urls, strict=True):
+        with Runtime.open(Settings(home=tmp_path / f"h-{vectorised}", ops_url=url)) as rt:
+            import_file(rt.ingestor, customers, "customers", vectorised=vectorised, chunk_rows=17)
+            report = import_file(rt.ingestor, orders, "orders", vectorised=vectorised, chunk_rows=17)
+            out.append((report.as_dict(), store_fingerprint(rt.engine, rt.events), _details(rt)))
+    assert out[0] == out[1]
+    assert out[0][0]["accepted"] == 300
+    assert any("combos (resolved at once)" in r.getMessage() for r in caplog.records), caplog.text

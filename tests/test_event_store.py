@@ -286,6 +286,19 @@ def test_a_bundle_applies_as_its_changes_would_in_feed_order_and_is_pruned(
     assert apply(runtime) == 0
 
 
+def test_a_large_call_is_split_into_bundles_applied_in_order(runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No bundle holds more than BUNDLE_MOST changes (a bundle is one ops-store value); split,
+    they apply as one would, in feed order."""
+    monkeypatch.setattr(feed, "BUNDLE_MOST", 2)
+    with runtime.engine.begin() as conn:
+        insert_changes(conn, [_trait_change("p1", n, n) for n in range(5)], bundle_above=1)
+    assert _feed_kinds(runtime) == [BUNDLE] * 3
+    assert apply(runtime) == 5
+    assert [r[0] for r in change_rows(runtime)] == [f"ch-{n:03d}" for n in range(5)]
+    assert _trait_state(runtime) == [("p1", "plan", "4")]
+    assert _feed_kinds(runtime) == [VOID] * 3
+
+
 def test_a_bundle_whose_apply_rolls_back_stays_and_is_applied_by_the_next_call(runtime) -> None:
     with runtime.engine.begin() as conn:
         insert_changes(conn, [_trait_change("p1", n, n) for n in range(4)], bundle_above=1)

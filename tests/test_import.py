@@ -445,7 +445,11 @@ def test_sparse_properties_give_the_row_paths_json_text(
     assert (
         dict(texts[True])["s0"]
         == orjson.dumps(
-            {k: v[0] for k, v in zip(("sku", "category", "price_fen", "flag", "delta"), values) if v[0] is not None}
+            {
+                k: v[0]
+                for k, v in zip(("sku", "category", "price_fen", "flag", "delta"), values, strict=True)
+                if v[0] is not None
+            }
         ).decode()
     )
     assert "{}" in {p for _, p in texts[True]}  # rows holding no property

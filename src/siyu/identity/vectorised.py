@@ -122,6 +122,19 @@ def resolve_columns(
     return decision.resolution()
 
 
+def shortcut_sightings(
+    conn: Connection, rules: IdentityRules, sightings: SightingColumns
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sighting, whether it belongs to a simple component (one new person, created without the
+    graph) and whether to a known one (see the module docstring), whatever else the batch holds.
+
+    Repeating a sighting changes neither: a repeat carries identities seen before, so it is never a
+    creator. Components are disjoint, so the rest of a batch can be resolved apart from them."""
+    types = [t for t in rules.priority if t in sightings.identities]
+    part = _partition(conn, rules, types, [_array(sightings.identities[t]) for t in types], len(sightings))
+    return np.asarray(~part.in_graph & ~part.known_rows), np.asarray(part.known_rows)
+
+
 def decide_columns(
     conn: Connection,
     rules: IdentityRules,

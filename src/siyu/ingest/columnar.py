@@ -36,19 +36,21 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlalchemy import Connection
 
 from siyu.identity.graph import Key
 from siyu.identity.normalize import IdentityValueError
-from siyu.identity.resolve import Sighting, resolve_sightings
-from siyu.identity.traits import TraitUpdate, apply_trait_updates
-from siyu.identity.vectorised import SightingColumns, resolve_columns
+from siyu.identity.traits import TraitUpdate, apply_trait_updates, upsert_traits
+from siyu.identity.vectorised import SightingColumns, resolve_columns, shortcut_sightings
+from siyu.ids import derived_id
 from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST, Checked
 from siyu.perf import StageTimer, gc_paused
 from siyu.store.events import EVENTS_ARROW
-from siyu.store.feed import apply_changes
+from siyu.store.feed import Change, apply_changes, insert_changes
+from siyu.store.ops.upsert import json_text, stored_json_values
 from siyu.store.state import fold_seen
 from siyu.timeutil import column_micros, micros_datetimes
 
@@ -294,6 +296,166 @@ class _Job:
         return [(r, v) for r, v in zip(self.present, values, strict=True) if v is not None]
 
     # -- customers -----------------------------------------------------------------------------
+    def _resolve_rows(
+        self,
+        conn: Connection,
+        members: list[int],
+        idvals: list[tuple[Any, ...]],
+        stamps: list[datetime],
+        mids: list[str],
+        people: list[str],
+        sorted_keys: dict[tuple[Any, ...], list[Key]],
+        result: IngestResult,
+    ) -> None:
+        """Resolve the rows ``members`` as one batch, as the row path does: one sighting per distinct
+        identity combination, in order of first appearance, at that first row's time; a second one
+        widens the span to the earliest row. Fills ``people`` and ``sorted_keys``."""
+        combos: dict[tuple[Any, ...], list[Any]] = {}
+        for i in members:
+            combo = combos.get(idvals[i])
+            if combo is None:
+                combos[idvals[i]] = [stamps[i], stamps[i], stamps[i], mids[i], [i]]
+            else:
+                combo[1] = min(combo[1], stamps[i])
+                combo[2] = max(combo[2], stamps[i])
+                combo[4].append(i)
+        values: list[tuple[Any, ...]] = []
+        first: list[datetime] = []
+        last: list[datetime] = []
+        first_mids: list[str] = []
+        owners: list[list[int]] = []
+        for key, (at, lo, hi, first_mid, rows) in combos.items():
+            if key not in sorted_keys:
+                sorted_keys[key] = self.ingestor.rules.sort(self._keys(key))
+            values.append(key)
+            first.append(at)
+            last.append(hi)
+            first_mids.append(first_mid)
+            owners.append(rows)
+            if lo < at:
+                values.append(key)
+                first.append(lo)
+                last.append(lo)
+                first_mids.append(first_mid)
+                owners.append([])
+        stamp = pa.timestamp("us", tz="UTC")
+        columns = list(zip(*values, strict=True)) if values else [() for _ in self.present]
+        resolution = resolve_columns(
+            conn,
+            self.ingestor.rules,
+            SightingColumns(
+                identities={r: pa.array(col, pa.string()) for r, col in zip(self.present, columns, strict=True)},
+                first=pa.array(first, stamp),
+                last=pa.array(last, stamp),
+                message_id=pa.array(first_mids, pa.string()),
+            ),
+            trait_strategies=self.settings.trait_strategies,
+            now=self.now,
+            make_id=self.ingestor.make_id,
+        )
+        for person, rows in zip(resolution.people, owners, strict=True):
+            for i in rows:
+                people[i] = person
+        result.count(resolution)
+
+    def _simple_traits(
+        self,
+        conn: Connection,
+        data: pa.Table,
+        easy: list[int],
+        chunk_of: list[int],
+        people: list[str],
+        traits: list[str],
+        tvals: list[list[Any]],
+        stamps: list[datetime],
+        mids: list[str],
+    ) -> int:
+        """Apply the traits of the rows ``easy`` (new persons, none merged), with the outcome of
+        :func:`apply_trait_updates` chunk by chunk; returns the number of changes written.
+
+        Under ``latest`` a row wins when its time is at least every earlier row's of the person
+        and trait (the current value's time is their maximum). After a chunk the current value is
+        that of its last winning row; a change is written per chunk with a winner whose value
+        differs from the one before the chunk (values compared as typed columns, which is how the
+        Python values compare). Traits under other strategies are applied chunk by chunk as before.
+        """
+        strategies = self.settings.trait_strategies
+        latest = [c for c in traits if strategies.get(c, "latest") == "latest"]
+        others = [c for c in traits if c not in latest]
+        changed = 0
+        if others:
+            position = {c: traits.index(c) for c in others}
+            start = 0
+            while start < len(easy):
+                end = start
+                while end < len(easy) and chunk_of[easy[end]] == chunk_of[easy[start]]:
+                    end += 1
+                updates: list[TraitUpdate] = [
+                    (people[i], c, tvals[position[c]][i], stamps[i], mids[i])
+                    for i in easy[start:end]
+                    for c in others
+                    if tvals[position[c]][i] is not None
+                ]
+                changed += apply_trait_updates(conn, updates, strategies)
+                start = end
+        if not latest:
+            return changed
+        index = pa.array(easy, pa.int64())
+        codes: dict[str, int] = {}
+        person_code = [codes.setdefault(people[i], len(codes)) for i in easy]
+        con = self.con
+        con.register(
+            "_st",
+            pa.table(
+                {
+                    "_i": index,
+                    "_chunk": pa.array([chunk_of[i] for i in easy], pa.int64()),
+                    "_p": pa.array(person_code, pa.int64()),
+                    "_ts": data.column("_ts").take(index),
+                    **{f"_v{k}": data.column(c).take(index) for k, c in enumerate(latest)},
+                }
+            ),
+        )
+        upserts: list[dict[str, Any]] = []
+        feed: list[Change] = []
+        try:
+            for k, c in enumerate(latest):
+                col = tvals[traits.index(c)]
+                outcome = con.execute(f"""
+                    WITH u AS (SELECT _i, _chunk, _p, _ts, _v{k} AS v FROM _st WHERE _v{k} IS NOT NULL),
+                    w AS (SELECT *, max(_ts) OVER (PARTITION BY _p ORDER BY _i
+                                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _prev
+                          FROM u),
+                    won AS (SELECT _p, _chunk, max(_i) AS _last FROM w
+                            WHERE _prev IS NULL OR _ts >= _prev GROUP BY ALL),
+                    s AS (SELECT *, lag(_last) OVER (PARTITION BY _p ORDER BY _chunk) AS _before,
+                                 lead(_chunk) OVER (PARTITION BY _p ORDER BY _chunk) IS NULL AS _final
+                          FROM won)
+                    SELECT s._last, s._before, s._final, s._before IS NULL OR a.v IS DISTINCT FROM b.v
+                    FROM s JOIN u a ON a._i = s._last LEFT JOIN u b ON b._i = s._before
+                    ORDER BY s._last""").fetchall()
+                # The row path reads the value before a chunk from the store: in its stored form.
+                olds: dict[tuple[type, str], Any] = {}
+                for _, before, _, differs in outcome:
+                    if differs and before is not None:
+                        olds.setdefault((type(col[before]), json_text(col[before])), col[before])
+                stored = dict(zip(olds, stored_json_values(conn, list(olds.values())), strict=True))
+                for i, before, final, differs in outcome:
+                    person = people[i]
+                    if final:
+                        upserts.append({"person_id": person, "key": c, "value": col[i], "updated_at": stamps[i]})
+                    if differs:
+                        old = None if before is None else stored[(type(col[before]), json_text(col[before]))]
+                        payload = {"key": c, "old": old, "new": col[i], "message_id": mids[i]}
+                        feed.append(
+                            ("trait_changed", person, derived_id("trait", mids[i], person, c), stamps[i], payload)
+                        )
+        finally:
+            con.unregister("_st")
+        upsert_traits(conn, upserts)
+        insert_changes(conn, feed)
+        return changed + len(feed)
+
     def customers(self, progress: Callable[[int], None] | None) -> Outcome:
         settings, con = self.settings, self.con
         traits = [col for col, role in self.roles.items() if role not in ("message_id", "timestamp", *_ID_ROLES)]
@@ -367,45 +529,39 @@ class _Job:
         strategies = settings.trait_strategies
         rules = self.ingestor.rules
         sorted_keys: dict[tuple[Any, ...], list[Key]] = {}  # identity values → keys in priority order
+        chunk_of = [(r - 1) // self.chunk_rows for r in rows]
         with self.ingestor.engine.begin() as conn:
-            start = 0
-            while start < len(rows):
-                chunk = (rows[start] - 1) // self.chunk_rows
-                end = start
-                while end < len(rows) and (rows[end] - 1) // self.chunk_rows == chunk:
-                    end += 1
-                # One sighting per distinct identity combination, in order of first appearance,
-                # at that first row's time; a second one widens the span to the earliest row.
-                combos: dict[tuple[Any, ...], list[Any]] = {}
-                for i in range(start, end):
-                    combo = combos.get(idvals[i])
-                    if combo is None:
-                        combos[idvals[i]] = [stamps[i], stamps[i], stamps[i], mids[i], [i]]
-                    else:
-                        combo[1] = min(combo[1], stamps[i])
-                        combo[2] = max(combo[2], stamps[i])
-                        combo[4].append(i)
-                sightings: list[Sighting] = []
-                owners: list[list[int]] = []
-                for key, (at, lo, hi, first_mid, members) in combos.items():
-                    keys = sorted_keys.get(key)
-                    if keys is None:
-                        keys = sorted_keys[key] = rules.sort(self._keys(key))
-                    sightings.append(Sighting(keys, at, hi, first_mid))
-                    owners.append(members)
-                    if lo < at:
-                        sightings.append(Sighting(keys, lo, lo, first_mid))
-                        owners.append([])
-                resolution = resolve_sightings(
-                    conn, rules, sightings, trait_strategies=strategies, now=self.now, make_id=self.ingestor.make_id
+            # Rows whose component (over the whole file) is a simple new one: the graph would create
+            # one person and attach everything to it whatever the chunks, so they are resolved in
+            # one go; their traits are computed set-based, chunk semantics kept (_simple_traits).
+            simple, _ = shortcut_sightings(
+                conn,
+                rules,
+                SightingColumns(
+                    identities={r: data.column(f"_{r}") for r in self.present},
+                    first=data.column("_ts"),
+                    last=data.column("_ts"),
+                    message_id=data.column("_mid"),
+                ),
+            )
+            easy = np.flatnonzero(simple).tolist()
+            if easy:
+                self._resolve_rows(conn, easy, idvals, stamps, mids, people, sorted_keys, result)
+                result.traits_changed += self._simple_traits(
+                    conn, data, easy, chunk_of, people, traits, tvals, stamps, mids
                 )
-                for person, members in zip(resolution.people, owners, strict=True):
-                    for i in members:
-                        people[i] = person
-                result.count(resolution)
+            self.timer.lap(f"simple components ({len(easy)} of {len(rows)} rows)")
+            hard = np.flatnonzero(~simple).tolist()
+            start = 0
+            while start < len(hard):
+                end = start
+                while end < len(hard) and chunk_of[hard[end]] == chunk_of[hard[start]]:
+                    end += 1
+                members = hard[start:end]
+                self._resolve_rows(conn, members, idvals, stamps, mids, people, sorted_keys, result)
                 updates: list[TraitUpdate] = [
                     (people[i], key, col[i], stamps[i], mids[i])
-                    for i in range(start, end)
+                    for i in members
                     for key, col in zip(traits, tvals, strict=True)
                     if col[i] is not None
                 ]
@@ -627,33 +783,55 @@ class _Job:
         # combination's sighting at its first row's time, a second one only to widen the span to
         # an earlier row.
         id_list = ", ".join(f"_{r}" for r in self.present)
-        sightings = con.sql(f"""WITH c AS (
-                SELECT _combo, _chunk, {id_list}, arg_min(_seen, _seq) AS _at, min(_seen) AS _lo,
-                       max(_seen) AS _hi, 'order:' || arg_min(_oid, _seq) AS mid, min(_seq) AS k
-                FROM _orows GROUP BY ALL)
-            SELECT * FROM (
-                SELECT _combo, _chunk, {id_list}, _at AS _first, _hi AS _last, mid, k, 0 AS _extra FROM c
-                UNION ALL
-                SELECT NULL, _chunk, {id_list}, _lo, _lo, mid, k, 1 FROM c WHERE _lo < _at)
-            ORDER BY k, _extra""").to_arrow_table()
-        self.timer.lap("combos")
-        chunks = sightings.column("_chunk").to_numpy()
-        bounds = [0, *(np.flatnonzero(chunks[1:] != chunks[:-1]) + 1).tolist(), len(chunks)]
+
+        def combo_sightings(chunk: str) -> pa.Table:
+            group = f"_chunk, {id_list}" if chunk == "_chunk" else id_list  # a constant is no GROUP BY term
+            return con.sql(f"""WITH c AS (
+                    SELECT min(_combo) AS _combo, {chunk} AS _chunk, {id_list}, arg_min(_seen, _seq) AS _at,
+                           min(_seen) AS _lo, max(_seen) AS _hi, 'order:' || arg_min(_oid, _seq) AS mid,
+                           min(_seq) AS k
+                    FROM _orows GROUP BY {group})
+                SELECT * FROM (
+                    SELECT _combo, _chunk, {id_list}, _at AS _first, _hi AS _last, mid, k, 0 AS _extra FROM c
+                    UNION ALL
+                    SELECT NULL, _chunk, {id_list}, _lo, _lo, mid, k, 1 FROM c WHERE _lo < _at)
+                ORDER BY k, _extra""").to_arrow_table()
+
         stamp = pa.timestamp("us", tz="UTC")
-        resolved: list[str] = []
+
+        def columns(part: pa.Table) -> SightingColumns:
+            return SightingColumns(
+                identities={r: part.column(f"_{r}") for r in self.present},
+                first=part.column("_first").cast(stamp),
+                last=part.column("_last").cast(stamp),
+                message_id=part.column("mid"),
+            )
+
         rules = self.ingestor.rules
         with self.ingestor.engine.begin() as conn:
+            # When no combination of the whole file needs the graph (new persons made of new
+            # identities only, or stored persons no other combination touches: the orders of known
+            # customers), the chunks cannot change the outcome (first / last seen are a minimum and
+            # a maximum) and the file is resolved at once; otherwise chunk by chunk, as the row path.
+            sightings = combo_sightings("0")
+            simple, known = shortcut_sightings(conn, rules, columns(sightings))
+            at_once = bool((simple | known).all())
+            if at_once:  # a combination is the same one in every chunk
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE _orows AS
+                    SELECT * REPLACE (dense_rank() OVER (ORDER BY {id_list}) AS _combo) FROM _orows""")
+                sightings = combo_sightings("0")
+            else:
+                sightings = combo_sightings("_chunk")
+            self.timer.lap("combos (resolved " + ("at once)" if at_once else "chunk by chunk)"))
+            chunks = sightings.column("_chunk").to_numpy()
+            bounds = [0, *(np.flatnonzero(chunks[1:] != chunks[:-1]) + 1).tolist(), len(chunks)]
+            resolved: list[str] = []
             for lo, hi in itertools.pairwise(bounds):
                 part = sightings.slice(lo, hi - lo)
                 resolution = resolve_columns(
                     conn,
                     rules,
-                    SightingColumns(
-                        identities={r: part.column(f"_{r}") for r in self.present},
-                        first=part.column("_first").cast(stamp),
-                        last=part.column("_last").cast(stamp),
-                        message_id=part.column("mid"),
-                    ),
+                    columns(part),
                     trait_strategies=self.settings.trait_strategies,
                     now=self.now,
                     make_id=self.ingestor.make_id,

@@ -45,6 +45,9 @@ _COLUMNS = ("kind", "person_id", "event_id", "occurred_at", "payload")
 BUNDLE = "bundle"
 #: More changes than this in one call are stored as one bundle row.
 BUNDLE_ABOVE = 500
+#: At most this many changes go in one bundle: its text stays a few MB, far below SQLite's
+#: 1 GB limit on a value (one bundle of a million-customer import would pass it).
+BUNDLE_MOST = 20_000
 #: A row whose content is gone (an applied bundle, an erased person's change); applying skips it.
 #: Rows are voided, never deleted: SQLite hands a deleted last ``seq`` out again, below the watermark.
 VOID = "void"
@@ -59,17 +62,21 @@ def insert_changes(conn: Connection, rows: Sequence[Change], *, bundle_above: in
     More than ``bundle_above`` (default :data:`BUNDLE_ABOVE`) go in as one bundle row.
     """
     if len(rows) > (BUNDLE_ABOVE if bundle_above is None else bundle_above):
-        kinds, people, event_ids, occurred, payloads = (list(column) for column in zip(*rows, strict=True))
-        micros = pa.array(occurred, _UTC_US).cast(pa.int64())
-        body = {
-            "kind": kinds,
-            "person_id": people,
-            "event_id": event_ids,
-            "at_us": micros.to_pylist(),
-            "payload": payloads,
-        }
-        bundle_id = derived_id(BUNDLE, event_ids[0], event_ids[-1], str(len(rows)))
-        bulk_insert(conn, changes, _COLUMNS, [(BUNDLE, None, bundle_id, min(occurred), _bundle_text(body))])
+        bundles = []
+        for start in range(0, len(rows), BUNDLE_MOST):
+            part = rows[start : start + BUNDLE_MOST]
+            kinds, people, event_ids, occurred, payloads = (list(column) for column in zip(*part, strict=True))
+            micros = pa.array(occurred, _UTC_US).cast(pa.int64())
+            body = {
+                "kind": kinds,
+                "person_id": people,
+                "event_id": event_ids,
+                "at_us": micros.to_pylist(),
+                "payload": payloads,
+            }
+            bundle_id = derived_id(BUNDLE, event_ids[0], event_ids[-1], str(len(part)))
+            bundles.append((BUNDLE, None, bundle_id, min(occurred), _bundle_text(body)))
+        bulk_insert(conn, changes, _COLUMNS, bundles)
         return
     bulk_insert(conn, changes, _COLUMNS, [(k, p, e, at, json_text(payload)) for k, p, e, at, payload in rows])
 

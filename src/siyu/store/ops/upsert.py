@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, DateTime, Table, func, literal, select
+from sqlalchemy import JSON, Column, Connection, DateTime, Integer, MetaData, Table, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -45,6 +45,33 @@ def _json_encoder() -> Callable[[Any], str]:
 #: ``json.dumps(value)`` with the default settings — the text SQLAlchemy's JSON type stores — at
 #: about 40 % of its cost for small dicts (an import writes a change payload per trait change).
 json_text: Callable[[Any], str] = _json_encoder()
+
+
+_ROUND_TRIP = Table(
+    "_json_round_trip",
+    MetaData(),
+    Column("i", Integer, primary_key=True),
+    Column("v", JSON),
+    prefixes=["TEMPORARY"],
+)
+
+
+def stored_json_values(conn: Connection, values: Sequence[Any]) -> list[Any]:
+    """``values`` as they read back from a JSON column of the ops store, through a temporary table.
+
+    Not always the values written: SQLite gives a JSON column NUMERIC affinity, so ``0.0`` or
+    ``-0.0`` is stored, and read back, as the integer ``0``. A writer that computes what the row
+    path would have read from the store (rather than reading it) passes its values through here.
+    """
+    if not values:
+        return []
+    _ROUND_TRIP.create(conn)
+    try:
+        conn.execute(_ROUND_TRIP.insert(), [{"i": i, "v": v} for i, v in enumerate(values)])
+        back = dict(conn.execute(select(_ROUND_TRIP.c.i, _ROUND_TRIP.c.v)).all())
+    finally:
+        _ROUND_TRIP.drop(conn)
+    return [back[i] for i in range(len(values))]
 
 
 def sqlite_value(value: Any) -> Any:
