@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from siyu.config import Settings
+from siyu.ids import derived_id
 from siyu.ingest.columnar import _plan
 from siyu.ingest.files import Kind, import_file
 from siyu.runtime import Runtime
@@ -283,15 +284,23 @@ def _details(rt: Runtime) -> dict[str, Any]:
         key[p] = min(key.get(p, f"{t}:{v}"), f"{t}:{v}")
     changes = (
         rt.events.cursor()
-        .execute("SELECT person_id, name, ts, properties FROM events WHERE message_type = 'change'")
+        .execute("SELECT person_id, name, ts, properties, event_id FROM events WHERE message_type = 'change'")
         .fetchall()
     )
+    misnamed = [  # a trait change's id is derived from its message, person and key
+        e
+        for p, n, _, props, e in changes
+        if n == "$trait_changed"
+        and "message_id" in (body := json.loads(props))
+        and e != derived_id("trait", body["message_id"], p, body["key"])
+    ]
     return {
+        "misnamed": misnamed,
         "ids": sorted((f"{t}:{v}", key[p], str(at)) for p, t, v, at in ids),
         "spans": sorted((key[p], span) for p, span in spans.items() if p in key),
         "changes": sorted(
             (key.get(p, ""), n, str(ts), json.dumps(_merged_from_marked(json.loads(props)), sort_keys=True))
-            for p, n, ts, props in changes
+            for p, n, ts, props, _ in changes
             if n == "$trait_changed"
         ),
     }

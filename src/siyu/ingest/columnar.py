@@ -42,7 +42,6 @@ from siyu.identity.graph import Key
 from siyu.identity.normalize import IdentityValueError
 from siyu.identity.traits import TraitUpdate, apply_trait_updates, upsert_traits
 from siyu.identity.vectorised import SightingColumns, resolve_columns, shortcut_sightings
-from siyu.ids import derived_id
 from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
@@ -71,6 +70,15 @@ _NOT_TRAITS = {
 _UUID_NS = "5b3f1c2e8a4d4c1e9b7a2f6d0e9c8a11"  # siyu.ids._NAMESPACE
 
 Outcome = tuple[IngestResult, int, list[bytes]]
+
+
+def _uuid5(parts: str) -> str:
+    """``siyu.ids.derived_id`` in SQL: a UUIDv5 of ``parts`` (the parts joined by U+001F, as SQL)."""
+    h = f"sha1(unhex('{_UUID_NS}') || encode({parts}))"
+    return (
+        f"(substr({h}, 1, 12) || '5' || substr({h}, 14, 3) || "
+        f"lower(printf('%x', (('0x' || substr({h}, 17, 1))::INTEGER & 3) | 8)) || substr({h}, 18, 15))"
+    )
 
 
 class _Fallback(Exception):
@@ -412,6 +420,8 @@ class _Job:
                     "_chunk": pa.array([chunk_of[i] for i in easy], pa.int64()),
                     "_p": pa.array(person_code, pa.int64()),
                     "_ts": data.column("_ts").take(index),
+                    "_mid": data.column("_mid").take(index),
+                    "_person": pa.array([people[i] for i in easy], pa.string()),
                     **{f"_v{k}": data.column(c).take(index) for k, c in enumerate(latest)},
                 }
             ),
@@ -421,8 +431,10 @@ class _Job:
         try:
             for k, c in enumerate(latest):
                 col = tvals[traits.index(c)]
+                event_id = _uuid5(f"'trait' || chr(31) || a._mid || chr(31) || a._person || chr(31) || {_lit(c)}")
                 outcome = con.execute(f"""
-                    WITH u AS (SELECT _i, _chunk, _p, _ts, _v{k} AS v FROM _st WHERE _v{k} IS NOT NULL),
+                    WITH u AS (SELECT _i, _chunk, _p, _ts, _mid, _person, _v{k} AS v FROM _st
+                               WHERE _v{k} IS NOT NULL),
                     w AS (SELECT *, max(_ts) OVER (PARTITION BY _p ORDER BY _i
                                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _prev
                           FROM u),
@@ -431,25 +443,24 @@ class _Job:
                     s AS (SELECT *, lag(_last) OVER (PARTITION BY _p ORDER BY _chunk) AS _before,
                                  lead(_chunk) OVER (PARTITION BY _p ORDER BY _chunk) IS NULL AS _final
                           FROM won)
-                    SELECT s._last, s._before, s._final, s._before IS NULL OR a.v IS DISTINCT FROM b.v
+                    SELECT s._last, s._before, s._final, s._before IS NULL OR a.v IS DISTINCT FROM b.v,
+                           {event_id}
                     FROM s JOIN u a ON a._i = s._last LEFT JOIN u b ON b._i = s._before
                     ORDER BY s._last""").fetchall()
                 # The row path reads the value before a chunk from the store: in its stored form.
                 olds: dict[tuple[type, str], Any] = {}
-                for _, before, _, differs in outcome:
+                for _, before, _, differs, _ in outcome:
                     if differs and before is not None:
                         olds.setdefault((type(col[before]), json_text(col[before])), col[before])
                 stored = dict(zip(olds, stored_json_values(conn, list(olds.values())), strict=True))
-                for i, before, final, differs in outcome:
+                for i, before, final, differs, event_id in outcome:
                     person = people[i]
                     if final:
                         upserts.append({"person_id": person, "key": c, "value": col[i], "updated_at": stamps[i]})
                     if differs:
                         old = None if before is None else stored[(type(col[before]), json_text(col[before]))]
                         payload = {"key": c, "old": old, "new": col[i], "message_id": mids[i]}
-                        feed.append(
-                            ("trait_changed", person, derived_id("trait", mids[i], person, c), stamps[i], payload)
-                        )
+                        feed.append(("trait_changed", person, event_id, stamps[i], payload))
         finally:
             con.unregister("_st")
         upsert_traits(conn, upserts)
@@ -861,14 +872,6 @@ class _Job:
         received = f"TIMESTAMPTZ '{self.now.isoformat()}'"
         src = _lit(self.source)
 
-        def uuid5(parts: str) -> str:
-            """``siyu.ids.derived_id`` in SQL: a UUIDv5 of the parts joined by U+001F."""
-            h = f"sha1(unhex('{_UUID_NS}') || encode({parts}))"
-            return (
-                f"(substr({h}, 1, 12) || '5' || substr({h}, 14, 3) || "
-                f"lower(printf('%x', (('0x' || substr({h}, 17, 1))::INTEGER & 3) | 8)) || substr({h}, 18, 15))"
-            )
-
         common = "'order_id', o._oid, 'channel', o._channel"
         head = "o._person, o._id_type, o._id_value, o._ids, 'order'"
         with self.store.transaction() as tx:
@@ -881,7 +884,7 @@ class _Job:
                 FROM _orows2 ORDER BY _seq""")
             tx.execute(f"""CREATE OR REPLACE TEMP TABLE _oev AS
                 SELECT u.*, {src} AS source, {received} AS received_at FROM (
-                SELECT {uuid5("'order_paid' || chr(31) || o._oid")} AS event_id, {head} AS message_type,
+                SELECT {_uuid5("'order_paid' || chr(31) || o._oid")} AS event_id, {head} AS message_type,
                     'order_paid' AS name, o._paid AS ts,
                     json_object({common}, 'amount_fen', o._amount, 'discount_fen', o._discount,
                         'item_count', coalesce(list_sum(list_transform(o._items, lambda x: x.quantity)), 0),
@@ -892,13 +895,13 @@ class _Job:
                         AS properties
                 FROM _orows2 o WHERE o._status IN ({paid_set}) AND NOT o.was_paid AND o._paid IS NOT NULL
                 UNION ALL
-                SELECT {uuid5("'order_refunded' || chr(31) || o._oid || chr(31) || o._refund::VARCHAR")},
+                SELECT {_uuid5("'order_refunded' || chr(31) || o._oid || chr(31) || o._refund::VARCHAR")},
                     {head}, 'order_refunded', o._upd,
                     json_object({common}, 'refund_fen', o._refund - o.old_refund,
                         'total_refund_fen', o._refund)::VARCHAR
                 FROM _orows2 o WHERE o._refund > o.old_refund
                 UNION ALL
-                SELECT {uuid5("'order_cancelled' || chr(31) || o._oid")}, {head}, 'order_cancelled', o._upd,
+                SELECT {_uuid5("'order_cancelled' || chr(31) || o._oid")}, {head}, 'order_cancelled', o._upd,
                     json_object({common})::VARCHAR
                 FROM _orows2 o WHERE o._status = 'cancelled' AND o.version > 1 AND o.prev_status <> 'cancelled'
                 ) u(event_id, person_id, identity_type, identity_value, identities, message_type, name, ts,
