@@ -23,24 +23,46 @@ _TRAITS_OF = select(traits.c.person_id, traits.c.key, traits.c.value, traits.c.u
 
 
 def upsert_traits(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert or replace trait rows (``person_id, key, value, updated_at``) with one raw statement.
+    """Insert or replace trait rows (``person_id, key, value, updated_at``) with one raw statement,
+    in primary-key order (:func:`write_trait_rows`)."""
+    if rows:
+        ordered = sorted(rows, key=lambda r: (r["person_id"], r["key"]))
+        write_trait_rows(conn, [(r["person_id"], r["key"], r["value"], r["updated_at"]) for r in ordered])
+
+
+_SCALARS = (str, int)  # not float: 0.0 and -0.0 are equal keys with different texts
+
+
+def write_trait_rows(conn: Connection, rows: list[tuple[str, str, Any, datetime]]) -> None:
+    """Insert or replace trait rows ``(person_id, key, value, updated_at)``, given in primary-key order.
 
     SQLAlchemy's per-row JSON and date processing dominated large identify batches; values are
-    serialised here as its JSON type stores them (``json.dumps``: :func:`json_text`), dates as SQLite stores them.
-    Written in primary-key order, which on a large table is several times faster than a random one.
+    serialised here as its JSON type stores them (``json.dumps``: :func:`json_text`; each distinct
+    scalar once), dates as SQLite stores them. Primary-key order is several times faster than a
+    random one on a large table (B-tree pages shared).
     """
     if not rows:
         return
-    rows = sorted(rows, key=lambda r: (r["person_id"], r["key"]))  # primary-key order: B-tree pages shared
     pg = conn.dialect.name == "postgresql"
     mark, json_mark = ("%s", "CAST(%s AS JSON)") if pg else ("?", "?")  # SQLite's CAST(… AS JSON) is NUMERIC
-    stamps = [r["updated_at"] for r in rows]
+    stamps = [r[3] for r in rows]
     if not pg:  # as text, each distinct time converted once (a profile's traits share theirs)
         stamps = sqlite_texts(stamps)
+    texts: dict[tuple[type, Any], str] = {}
+
+    def text(value: Any) -> str:
+        if not isinstance(value, _SCALARS):
+            return json_text(value)
+        memo = (value.__class__, value)
+        found = texts.get(memo)
+        if found is None:
+            found = texts[memo] = json_text(value)
+        return found
+
     conn.exec_driver_sql(
         f"INSERT INTO traits (person_id, key, value, updated_at) VALUES ({mark}, {mark}, {json_mark}, {mark}) "
         "ON CONFLICT (person_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        [(r["person_id"], r["key"], json_text(r["value"]), at) for r, at in zip(rows, stamps, strict=True)],
+        [(p, k, text(v), at) for (p, k, v, _), at in zip(rows, stamps, strict=True)],
     )
 
 

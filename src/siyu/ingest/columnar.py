@@ -40,7 +40,7 @@ from sqlalchemy import Connection
 
 from siyu.identity.graph import Key
 from siyu.identity.normalize import IdentityValueError
-from siyu.identity.traits import TraitUpdate, apply_trait_updates, upsert_traits
+from siyu.identity.traits import TraitUpdate, apply_trait_updates, write_trait_rows
 from siyu.identity.vectorised import SightingColumns, resolve_columns, shortcut_sightings
 from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
@@ -426,7 +426,7 @@ class _Job:
                 }
             ),
         )
-        upserts: list[dict[str, Any]] = []
+        upserts: list[tuple[str, str, Any, datetime]] = []
         feed: list[Change] = []
         try:
             for k, c in enumerate(latest):
@@ -456,14 +456,15 @@ class _Job:
                 for i, before, final, differs, event_id in outcome:
                     person = people[i]
                     if final:
-                        upserts.append({"person_id": person, "key": c, "value": col[i], "updated_at": stamps[i]})
+                        upserts.append((person, c, col[i], stamps[i]))
                     if differs:
                         old = None if before is None else stored[(type(col[before]), json_text(col[before]))]
                         payload = {"key": c, "old": old, "new": col[i], "message_id": mids[i]}
                         feed.append(("trait_changed", person, event_id, stamps[i], payload))
         finally:
             con.unregister("_st")
-        upsert_traits(conn, upserts)
+        upserts.sort()  # primary-key order; (person, key) pairs are distinct, so values are never compared
+        write_trait_rows(conn, upserts)
         insert_changes(conn, feed)
         return changed + len(feed)
 

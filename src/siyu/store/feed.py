@@ -67,13 +67,16 @@ def insert_changes(conn: Connection, rows: Sequence[Change], *, bundle_above: in
             part = rows[start : start + BUNDLE_MOST]
             kinds, people, event_ids, occurred, payloads = (list(column) for column in zip(*part, strict=True))
             micros = pa.array(occurred, _UTC_US).cast(pa.int64())
-            body = {
+            body: dict[str, list[Any]] = {
                 "kind": kinds,
                 "person_id": people,
                 "event_id": event_ids,
                 "at_us": micros.to_pylist(),
-                "payload": payloads,
             }
+            try:  # each payload already in the events' canonical form: applying it copies the text
+                body["payload_text"] = [orjson.dumps(payload).decode() for payload in payloads]
+            except TypeError:  # what orjson cannot encode (integers past 64 bits) takes the general path
+                body["payload"] = payloads
             bundle_id = derived_id(BUNDLE, event_ids[0], event_ids[-1], str(len(part)))
             bundles.append((BUNDLE, None, bundle_id, min(occurred), _bundle_text(body)))
         bulk_insert(conn, changes, _COLUMNS, bundles)
@@ -202,12 +205,9 @@ def _change_tables(rows: Sequence[Any], now: datetime) -> tuple[pa.Table, pa.Tab
     if not rows:
         return EVENTS_ARROW.empty_table(), CHANGES_ARROW.empty_table(), []
     _, kinds, persons, event_ids, occurred, texts = (list(column) for column in zip(*rows, strict=True))
-    parsed = [orjson.loads(text) for text in texts]
     micros = pa.array(occurred, _UTC_US).cast(pa.int64())  # naive (SQLite) values are UTC
-    if BUNDLE in kinds:
-        kinds, persons, event_ids, stamps, parsed = _expanded(kinds, persons, event_ids, micros.to_pylist(), parsed)
-        micros = pa.array(stamps, pa.int64())
-    payloads = [orjson.dumps(value).decode() for value in parsed]  # one canonical form, whoever wrote it
+    kinds, persons, event_ids, stamps, payloads = _expanded(kinds, persons, event_ids, micros.to_pylist(), texts)
+    micros = pa.array(stamps, pa.int64())
     persons = [p or "" for p in persons]
     n = len(kinds)
     seqs = np.arange(n, dtype=np.int64)
@@ -239,25 +239,31 @@ def _change_tables(rows: Sequence[Any], now: datetime) -> tuple[pa.Table, pa.Tab
         },
         schema=CHANGES_ARROW,
     )
-    aliases = [
-        (value["from_person_id"], value["into_person_id"])
-        for kind, value in zip(kinds, parsed, strict=True)
-        if kind == "identities_merged"
-    ]
+    aliases = []
+    for kind, text in zip(kinds, payloads, strict=True):
+        if kind == "identities_merged":
+            merge = orjson.loads(text)
+            aliases.append((merge["from_person_id"], merge["into_person_id"]))
     return events, fold, aliases
 
 
 def _expanded(
-    kinds: list[str], persons: list[str | None], event_ids: list[str], micros: list[int], parsed: list[Any]
-) -> tuple[list[str], list[str | None], list[str], list[int], list[Any]]:
-    """The feed rows with each bundle replaced by its changes, in order."""
+    kinds: list[str], persons: list[str | None], event_ids: list[str], micros: list[int], texts: list[str]
+) -> tuple[list[str], list[str | None], list[str], list[int], list[str]]:
+    """The feed rows with each bundle replaced by its changes, in order; each payload as the
+    events' canonical JSON text (orjson's), whoever wrote it."""
     out: tuple[list[Any], ...] = ([], [], [], [], [])
-    for row in zip(kinds, persons, event_ids, micros, parsed, strict=True):
-        if row[0] != BUNDLE:
-            for column, value in zip(out, row, strict=True):
+    for kind, person, event_id, at_us, text in zip(kinds, persons, event_ids, micros, texts, strict=True):
+        if kind != BUNDLE:
+            for column, value in zip(out[:4], (kind, person, event_id, at_us), strict=True):
                 column.append(value)
+            out[4].append(orjson.dumps(orjson.loads(text)).decode())
             continue
-        body = row[4]
-        for column, key in zip(out, ("kind", "person_id", "event_id", "at_us", "payload"), strict=True):
+        body = orjson.loads(text)
+        for column, key in zip(out[:4], ("kind", "person_id", "event_id", "at_us"), strict=True):
             column += body[key]
+        if "payload_text" in body:
+            out[4].extend(body["payload_text"])
+        else:
+            out[4].extend(orjson.dumps(value).decode() for value in body["payload"])
     return out  # type: ignore[return-value]
