@@ -82,6 +82,24 @@ def _both_paths(
     return out
 
 
+_CUSTOMERS = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("wecom_external_userid", pa.string()),
+        ("unionid", pa.string()),
+        ("member_id", pa.string()),
+        ("phone", pa.string()),
+        ("email", pa.string()),
+        ("city", pa.string()),
+        ("level", pa.string()),
+        ("age", pa.int64()),
+        ("score", pa.float64()),
+        ("vip", pa.bool_()),
+    ]
+)
+
+
 def _customers(rng: random.Random, n: int, start: int) -> pa.Table:
     def pick(pool: list[Any], none: float = 0.3) -> Any:
         return None if rng.random() < none else rng.choice(pool)
@@ -107,29 +125,28 @@ def _customers(rng: random.Random, n: int, start: int) -> pa.Table:
                 "vip": pick([True, False]),
             }
         )
-    return pa.Table.from_pylist(
-        rows,
-        schema=pa.schema(
-            [
-                ("message_id", pa.string()),
-                ("timestamp", pa.timestamp("us", tz="UTC")),
-                ("wecom_external_userid", pa.string()),
-                ("unionid", pa.string()),
-                ("member_id", pa.string()),
-                ("phone", pa.string()),
-                ("email", pa.string()),
-                ("city", pa.string()),
-                ("level", pa.string()),
-                ("age", pa.int64()),
-                ("score", pa.float64()),
-                ("vip", pa.bool_()),
-            ]
-        ),
-    )
+    return pa.Table.from_pylist(rows, schema=_CUSTOMERS)
 
 
 _ITEM = pa.struct(
     [("sku", pa.string()), ("category", pa.string()), ("quantity", pa.int64()), ("price_fen", pa.int64())]
+)
+
+
+_ORDERS = pa.schema(
+    [
+        ("order_id", pa.string()),
+        ("status", pa.string()),
+        ("member_id", pa.string()),
+        ("phone", pa.string()),
+        ("paid_at", pa.timestamp("us", tz="UTC")),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("amount_fen", pa.int64()),
+        ("discount_fen", pa.int64()),
+        ("refund_fen", pa.int64()),
+        ("items", pa.list_(_ITEM)),
+        ("channel", pa.string()),
+    ]
 )
 
 
@@ -171,24 +188,7 @@ def _orders(rng: random.Random, n: int) -> pa.Table:
                 "channel": rng.choice(["小程序", "门店", None] * 5 + ["c" * 70]),
             }
         )
-    return pa.Table.from_pylist(
-        rows,
-        schema=pa.schema(
-            [
-                ("order_id", pa.string()),
-                ("status", pa.string()),
-                ("member_id", pa.string()),
-                ("phone", pa.string()),
-                ("paid_at", pa.timestamp("us", tz="UTC")),
-                ("updated_at", pa.timestamp("us", tz="UTC")),
-                ("amount_fen", pa.int64()),
-                ("discount_fen", pa.int64()),
-                ("refund_fen", pa.int64()),
-                ("items", pa.list_(_ITEM)),
-                ("channel", pa.string()),
-            ]
-        ),
-    )
+    return pa.Table.from_pylist(rows, schema=_ORDERS)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -249,24 +249,7 @@ def _profiles(rng: random.Random, persons: int, shared: int) -> pa.Table:
                 }
             )
     rng.shuffle(rows)
-    return pa.Table.from_pylist(
-        rows,
-        schema=pa.schema(
-            [
-                ("message_id", pa.string()),
-                ("timestamp", pa.timestamp("us", tz="UTC")),
-                ("wecom_external_userid", pa.string()),
-                ("unionid", pa.string()),
-                ("member_id", pa.string()),
-                ("phone", pa.string()),
-                ("city", pa.string()),
-                ("level", pa.string()),
-                ("age", pa.int64()),
-                ("score", pa.float64()),
-                ("vip", pa.bool_()),
-            ]
-        ),
-    )
+    return pa.Table.from_pylist(rows, schema=_CUSTOMERS.remove(_CUSTOMERS.get_field_index("email")))
 
 
 def _details(rt: Runtime) -> dict[str, Any]:
@@ -356,6 +339,7 @@ def _orders_of(rng: random.Random, members: int, n: int) -> pa.Table:
                 "order_id": f"O{i}",
                 "status": "paid",
                 "member_id": f"M{rng.randrange(members)}",
+                "phone": None,
                 "paid_at": paid,
                 "updated_at": paid,
                 "amount_fen": amount,
@@ -365,23 +349,7 @@ def _orders_of(rng: random.Random, members: int, n: int) -> pa.Table:
                 "channel": "小程序",
             }
         )
-    return pa.Table.from_pylist(
-        rows,
-        schema=pa.schema(
-            [
-                ("order_id", pa.string()),
-                ("status", pa.string()),
-                ("member_id", pa.string()),
-                ("paid_at", pa.timestamp("us", tz="UTC")),
-                ("updated_at", pa.timestamp("us", tz="UTC")),
-                ("amount_fen", pa.int64()),
-                ("discount_fen", pa.int64()),
-                ("refund_fen", pa.int64()),
-                ("items", pa.list_(_ITEM)),
-                ("channel", pa.string()),
-            ]
-        ),
-    )
+    return pa.Table.from_pylist(rows, schema=_ORDERS)
 
 
 def test_columnar_orders_of_known_customers_resolve_at_once(

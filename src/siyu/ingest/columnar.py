@@ -17,9 +17,13 @@ How exactness is kept without a second copy of every Pydantic rule:
   changes; orders are sorted by ``updated_at`` within a chunk. These paths reproduce the chunks:
   identify rows are resolved and their traits applied chunk by chunk (the identity graph once per
   distinct identity combination of a chunk), orders are taken in (chunk, updated_at, row) order.
+* **Where the chunks cannot matter, the whole file at once** (decision 019): identify rows of
+  *simple* components (new persons no other row touches) are resolved in one call and their
+  traits computed in SQL with the chunks' outcome; an orders file whose combinations are all
+  simple or known (stored customers) is resolved in one call.
 * **The rest is set-based**: dedupe, order versions (a Python pass only over orders that occur
   more than once in the file), content hashes, the order events and their ids, and inserts, all
-  in DuckDB; new persons and identities through :func:`~siyu.identity.resolve.resolve_sightings`.
+  in DuckDB; persons and identities through :func:`~siyu.identity.vectorised.resolve_columns`.
 """
 
 from __future__ import annotations
