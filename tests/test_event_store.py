@@ -336,6 +336,46 @@ def test_scrubbing_a_pending_bundle_drops_only_that_persons_changes(runtime) -> 
     assert [(r[0], r[1]) for r in change_rows(runtime)] == [("ch-001", "b"), ("ch-003", "b")]
 
 
+def _list_bundle(rows: list[feed.Change], texts: bool) -> dict[str, list]:
+    """A bundle as earlier versions wrote it: JSON lists, payloads as objects or as their texts."""
+    body: dict[str, list] = {
+        "kind": [r[0] for r in rows],
+        "person_id": [r[1] for r in rows],
+        "event_id": [r[2] for r in rows],
+        "at_us": [int(r[3].timestamp() * 1_000_000) for r in rows],
+    }
+    if texts:
+        body["payload_text"] = [json.dumps(r[4], separators=(",", ":")) for r in rows]
+    else:
+        body["payload"] = [r[4] for r in rows]
+    return body
+
+
+@pytest.mark.parametrize("texts", [False, True])
+def test_bundles_of_earlier_versions_apply_and_scrub_as_arrow_ones(runtime, texts: bool) -> None:
+    """Bundles are written as Arrow now; a pending one in the JSON-list form of earlier versions
+    (a crash before it was applied) still applies the same, and erasure scrubs it the same."""
+    old = [_trait_change(p, n, f"v{n}") for n, p in enumerate("abcab")]
+    with runtime.engine.begin() as conn:
+        at = old[0][3]
+        conn.execute(
+            insert(changes),
+            [{"kind": BUNDLE, "event_id": "old-bundle", "occurred_at": at, "payload": _list_bundle(old, texts)}],
+        )
+        insert_changes(conn, [_trait_change("a", 10 + n, n) for n in range(3)], bundle_above=1)  # Arrow
+        assert void_changes_of(conn, ["c"], applied_upto=0) == 1
+    assert apply(runtime) == 7
+    assert [(r[0], r[1]) for r in change_rows(runtime)][:4] == [
+        ("ch-000", "a"),
+        ("ch-001", "b"),
+        ("ch-003", "a"),
+        ("ch-004", "b"),
+    ]
+    assert json.loads(change_rows(runtime)[1][3]) == {"key": "plan", "old": None, "new": "v1"}
+    assert _trait_state(runtime) == [("a", "plan", "2"), ("b", "plan", '"v4"')]
+    assert _feed_kinds(runtime) == [VOID, VOID]
+
+
 def test_voided_rows_keep_their_seq_so_later_changes_are_applied(runtime) -> None:
     """SQLite gives a new row max(rowid) + 1: had the applied last row been deleted, the next
     change would reuse its seq, at or below the watermark, and never be applied."""

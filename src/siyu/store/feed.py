@@ -15,6 +15,7 @@ behind in them; :func:`void_changes_of` removes an erased person's changes, pend
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 from collections.abc import Collection, Sequence
@@ -25,6 +26,7 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, Text, bindparam, cast, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -67,16 +69,20 @@ def insert_changes(conn: Connection, rows: Sequence[Change], *, bundle_above: in
             part = rows[start : start + BUNDLE_MOST]
             kinds, people, event_ids, occurred, payloads = (list(column) for column in zip(*part, strict=True))
             micros = pa.array(occurred, _UTC_US).cast(pa.int64())
-            body: dict[str, list[Any]] = {
-                "kind": kinds,
-                "person_id": people,
-                "event_id": event_ids,
-                "at_us": micros.to_pylist(),
-            }
             try:  # each payload already in the events' canonical form: applying it copies the text
-                body["payload_text"] = [orjson.dumps(payload).decode() for payload in payloads]
-            except TypeError:  # what orjson cannot encode (integers past 64 bits) takes the general path
-                body["payload"] = payloads
+                texts = [orjson.dumps(payload).decode() for payload in payloads]
+            except TypeError:  # what orjson cannot encode (integers past 64 bits): JSON lists, as before
+                body: dict[str, Any] = {
+                    "kind": kinds,
+                    "person_id": people,
+                    "event_id": event_ids,
+                    "at_us": micros.to_pylist(),
+                    "payload": payloads,
+                }
+            else:
+                body = _bundle_body(
+                    pa.table([kinds, pa.array(people, pa.string()), event_ids, micros, texts], schema=_BUNDLE_SCHEMA)
+                )
             bundle_id = derived_id(BUNDLE, event_ids[0], event_ids[-1], str(len(part)))
             bundles.append((BUNDLE, None, bundle_id, min(occurred), _bundle_text(body)))
         bulk_insert(conn, changes, _COLUMNS, bundles)
@@ -92,6 +98,40 @@ def _bundle_text(body: dict[str, Any]) -> str:
         return orjson.dumps(body).decode()
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         return json_text(body)
+
+
+#: A bundle's changes as columns; ``payload_text`` is each payload's canonical JSON (orjson's).
+_BUNDLE_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("person_id", pa.string()),
+        ("event_id", pa.string()),
+        ("at_us", pa.int64()),
+        ("payload_text", pa.string()),
+    ]
+)
+
+
+def _bundle_body(table: pa.Table) -> dict[str, str]:
+    """A bundle's payload: its changes as an Arrow IPC stream (zstd), base64 in a JSON object.
+    Applying it reads the columns back without a Python object per change."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    return {"arrow": base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii")}
+
+
+def _bundle_table(body: dict[str, Any]) -> pa.Table:
+    """A bundle's changes (:data:`_BUNDLE_SCHEMA`), whichever form it was written in: Arrow, or
+    JSON lists (with canonical payload texts, or with payload objects) as earlier versions and the
+    fallback for what orjson cannot encode write them."""
+    if "arrow" in body:
+        return pa.ipc.open_stream(base64.b64decode(body["arrow"])).read_all()
+    texts = body.get("payload_text")
+    if texts is None:
+        texts = [orjson.dumps(value).decode() for value in body["payload"]]
+    columns = [body["kind"], body["person_id"], body["event_id"], body["at_us"], texts]
+    return pa.table(columns, schema=_BUNDLE_SCHEMA)
 
 
 def void_bundles(conn: Connection, seqs: Collection[int]) -> None:
@@ -117,6 +157,14 @@ def void_changes_of(conn: Connection, people: Collection[str], *, applied_upto: 
             conn.execute(row.values(_VOIDED))
             continue
         body = orjson.loads(text)
+        if "arrow" in body:
+            table = _bundle_table(body)
+            kept = table.filter(pc.invert(pc.is_in(table.column("person_id"), pa.array(list(wanted), pa.string()))))
+            if kept.num_rows == table.num_rows:
+                continue
+            removed += table.num_rows - kept.num_rows
+            conn.execute(row.values(payload=_bundle_body(kept)) if kept.num_rows else row.values(_VOIDED))
+            continue
         keep = [i for i, p in enumerate(body["person_id"]) if p not in wanted]
         if len(keep) == len(body["person_id"]):
             continue
@@ -204,66 +252,56 @@ def _change_tables(rows: Sequence[Any], now: datetime) -> tuple[pa.Table, pa.Tab
     rows = [row for row in rows if row.kind != VOID]
     if not rows:
         return EVENTS_ARROW.empty_table(), CHANGES_ARROW.empty_table(), []
-    _, kinds, persons, event_ids, occurred, texts = (list(column) for column in zip(*rows, strict=True))
-    micros = pa.array(occurred, _UTC_US).cast(pa.int64())  # naive (SQLite) values are UTC
-    kinds, persons, event_ids, stamps, payloads = _expanded(kinds, persons, event_ids, micros.to_pylist(), texts)
-    micros = pa.array(stamps, pa.int64())
-    persons = [p or "" for p in persons]
-    n = len(kinds)
+    parts: list[pa.Table] = []
+    singles: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        if singles:
+            kinds, persons, event_ids, occurred, texts = (list(column) for column in zip(*singles, strict=True))
+            micros = pa.array(occurred, _UTC_US).cast(pa.int64())  # naive (SQLite) values are UTC
+            parts.append(pa.table([kinds, persons, event_ids, micros, texts], schema=_BUNDLE_SCHEMA))
+            singles.clear()
+
+    for row in rows:
+        if row.kind == BUNDLE:
+            flush()
+            parts.append(_bundle_table(orjson.loads(row.payload)))
+        else:  # one canonical form, whoever wrote it
+            text = orjson.dumps(orjson.loads(row.payload)).decode()
+            singles.append((row.kind, row.person_id, row.event_id, row.occurred_at, text))
+    flush()
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    kinds = table.column("kind")
+    n = table.num_rows
     seqs = np.arange(n, dtype=np.int64)
-    at = micros.cast(_UTC_US)
+    at = table.column("at_us").cast(_UTC_US)
     none = pa.nulls(n, pa.string())
     events = pa.table(
         {
-            "event_id": pa.array(event_ids, pa.string()),
-            "person_id": pa.array(persons, pa.string()),
+            "event_id": table.column("event_id"),
+            "person_id": pc.fill_null(table.column("person_id"), ""),
             "identity_type": none,
             "identity_value": none,
             "identities": none,
-            "message_type": pa.array(["change"] * n, pa.string()),
-            "name": pa.array(["$" + k for k in kinds], pa.string()),
+            "message_type": pa.repeat("change", n),
+            "name": pc.utf8_replace_slice(kinds, start=0, stop=0, replacement="$"),
             "ts": at,
-            "properties": pa.array(payloads, pa.string()),
-            "source": pa.array(["siyu"] * n, pa.string()),
-            "received_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+            "properties": table.column("payload_text"),
+            "source": pa.repeat("siyu", n),
+            "received_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
         },
         schema=EVENTS_ARROW,
     )
     fold = pa.table(
         {
             "seq": pa.array(seqs, pa.int64()),
-            "kind": pa.array(kinds, pa.string()),
+            "kind": kinds,
             "person_id": events.column("person_id"),
             "payload": events.column("properties"),
             "changed_at": at,
         },
         schema=CHANGES_ARROW,
     )
-    aliases = []
-    for kind, text in zip(kinds, payloads, strict=True):
-        if kind == "identities_merged":
-            merge = orjson.loads(text)
-            aliases.append((merge["from_person_id"], merge["into_person_id"]))
+    merges = table.filter(pc.equal(kinds, "identities_merged")).column("payload_text").to_pylist()
+    aliases = [(m["from_person_id"], m["into_person_id"]) for m in map(orjson.loads, merges)]
     return events, fold, aliases
-
-
-def _expanded(
-    kinds: list[str], persons: list[str | None], event_ids: list[str], micros: list[int], texts: list[str]
-) -> tuple[list[str], list[str | None], list[str], list[int], list[str]]:
-    """The feed rows with each bundle replaced by its changes, in order; each payload as the
-    events' canonical JSON text (orjson's), whoever wrote it."""
-    out: tuple[list[Any], ...] = ([], [], [], [], [])
-    for kind, person, event_id, at_us, text in zip(kinds, persons, event_ids, micros, texts, strict=True):
-        if kind != BUNDLE:
-            for column, value in zip(out[:4], (kind, person, event_id, at_us), strict=True):
-                column.append(value)
-            out[4].append(orjson.dumps(orjson.loads(text)).decode())
-            continue
-        body = orjson.loads(text)
-        for column, key in zip(out[:4], ("kind", "person_id", "event_id", "at_us"), strict=True):
-            column += body[key]
-        if "payload_text" in body:
-            out[4].extend(body["payload_text"])
-        else:
-            out[4].extend(orjson.dumps(value).decode() for value in body["payload"])
-    return out  # type: ignore[return-value]
