@@ -420,7 +420,7 @@ def _nullable(path: Path, columns: list[str]) -> set[str]:
 #: and at most this many shapes get their own ``json_object``.
 _MAX_SHAPE_COLUMNS = 62
 _MAX_SHAPES = 64
-EMPTY_JSON = "'{}'::JSON"
+_EMPTY_JSON = "'{}'::JSON"
 
 
 def _shape_sql(nullable: list[str]) -> str:
@@ -455,7 +455,7 @@ def _props_json(props: list[str], nullable: set[str], shaped: Sequence[str] = ()
     cases = []
     for mask in shapes:
         held = [c for c in props if c not in bit or mask & bit[c]]
-        cases.append(f"WHEN {mask} THEN {obj(held) if held else EMPTY_JSON}")
+        cases.append(f"WHEN {mask} THEN {obj(held) if held else _EMPTY_JSON}")
     return f"(CASE {_shape_sql(list(shaped))} {' '.join(cases)} ELSE {fallback} END)::VARCHAR"
 
 
