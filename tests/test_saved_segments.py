@@ -287,6 +287,8 @@ def test_incremental_refresh_of_time_windows_equals_a_full_evaluation_as_time_pa
         "近期加入": "joined >= 5d ago",
         "北京沉睡": 'city = "北京" and not did any in last 2d',
         "近1月购买": "orders count >= 1 in last 1m",
+        "收藏后下单": "did favorite then order_paid within 10d in last 30d",
+        "近5天未收藏": "never did favorite in last 5d",
     }
     svc = api.runtime.segments()
     for name, text in definitions.items():
@@ -344,3 +346,35 @@ def test_refresh_reads_dates_in_the_brand_time_zone(api: Api) -> None:
     api.batch([identify(userId="u1", traits={"joined": "2026-03-01 23:30"})])
     assert post(api, "/v1/segments/count", {"expression": 'joined = "2026-03-01"'}).json() == {"count": 1}
     assert create(api, "三月一日加入", 'joined = "2026-03-01"')["member_count"] == 1
+
+
+def test_the_touched_persons_copy_keeps_every_event_row_a_definition_reads(api: Api) -> None:
+    """The incremental refresh copies only the event rows its definitions can read (decision 019's
+    companion in membership.events_read): a first occurrence needs the rows before the window, a
+    sequence every step's rows. A person touched by an unrelated event is judged on all of them."""
+    at = {d: (NOW - timedelta(days=d)).isoformat() for d in (40, 12, 11, 5, 1)}
+    api.batch(
+        [
+            track("order_paid", userId="u1", timestamp=at[40]),  # u1's first order: before the window
+            track("order_paid", userId="u1", timestamp=at[5]),
+            track("order_paid", userId="u2", timestamp=at[5]),
+            track("viewed", userId="u3", timestamp=at[12]),  # viewed, then favorite a day later
+            track("favorite", userId="u3", timestamp=at[11]),
+            track("viewed", userId="u4", timestamp=at[1]),
+        ]
+    )
+    definitions = {
+        "近30天首单": "first did order_paid in last 30d",
+        "看后收藏": "did viewed then favorite within 2d in last 20d",
+    }
+    svc = api.runtime.segments()
+    for name, text in definitions.items():
+        svc.saved.create(name, text, now=NOW)
+    later = NOW + timedelta(hours=1)
+    api.batch([track("search", userId=u, timestamp=later.isoformat()) for u in ("u1", "u2", "u3", "u4")])
+    results = svc.saved.refresh(now=later)
+    assert {r.mode for r in results} == {"incremental"}
+    assert all(r.evaluated == 4 for r in results)
+    for name, text in definitions.items():
+        assert set(svc.saved.members(name)) == svc.members(text, now=later), name
+        assert len(svc.saved.members(name)) == 1, name  # u2; u3

@@ -163,14 +163,23 @@ def _bounds(value: AbsoluteDate | RelativeDate, ctx: Context) -> tuple[datetime,
     return _instant(value, ctx), None
 
 
-def _window(ts: ir.TimestampValue, window: Node, ctx: Context) -> ir.BooleanValue | None:
+def window_start(window: Node, ctx: Context) -> datetime | None:
+    """The earliest moment ``window`` (``Ever``, ``InLast``, ``DateRange``) admits; None for ever."""
     if isinstance(window, Ever):
         return None
     if isinstance(window, InLast):
-        start = shift(ctx.now, -window.duration.amount, window.duration.unit, ctx.tz)
-        return (ts >= start) & (ts <= ctx.now)
+        return shift(ctx.now, -window.duration.amount, window.duration.unit, ctx.tz)
     assert isinstance(window, DateRange)
-    low, _ = _bounds(window.start, ctx)
+    return _bounds(window.start, ctx)[0]
+
+
+def _window(ts: ir.TimestampValue, window: Node, ctx: Context) -> ir.BooleanValue | None:
+    low = window_start(window, ctx)
+    if low is None:
+        return None
+    if isinstance(window, InLast):
+        return (ts >= low) & (ts <= ctx.now)
+    assert isinstance(window, DateRange)
     high, next_day = _bounds(window.end, ctx)
     return (ts >= low) & ((ts < next_day) if next_day is not None else (ts <= high))
 

@@ -30,9 +30,20 @@ import duckdb
 import ibis
 import pyarrow as pa
 
-from siyu.segments.compile import TABLE_NAMES, Context, compile_segment, shift
+from siyu.segments.compile import TABLE_NAMES, Context, compile_segment, shift, window_start
 from siyu.segments.engine import logical_tables
-from siyu.segments.nodes import Between, Compare, Did, InLast, InList, InSegment, Node, RelativeDate, Step
+from siyu.segments.nodes import (
+    Between,
+    Compare,
+    Did,
+    InLast,
+    InList,
+    InSegment,
+    Node,
+    RelativeDate,
+    Step,
+)
+from siyu.segments.nodes import Sequence as SequenceNode
 from siyu.store.events import EventStore
 
 #: Temporary copies of the touched persons' rows, per logical table (segment membership is read
@@ -127,6 +138,44 @@ def needs_full_refresh(tree: Node, definition: Callable[[str], Node | None]) -> 
         (isinstance(value, Did | Step) and value.event in SEGMENT_EVENTS) or _relative_compare(value, "property")
         for value in _with_references(tree, definition)
     )
+
+
+def events_read(trees: Iterable[Node], ctx: Context) -> tuple[str, dict[str, Any]] | None:
+    """A filter (SQL on ``name`` and ``ts``, with its parameters) keeping every event row that
+    ``trees`` can read when evaluated at ``ctx.now``, or None when they may read any row.
+
+    Only ``did`` conditions and sequences read events: each its event (or any) from its window's
+    start on (``first did`` needs a person's first row of that event, so all of them). A segment
+    that ``trees`` refer to is read from the stored membership, not evaluated again.
+    """
+    since: dict[str | None, datetime | None] = {}  # event (None: any) → earliest moment read (None: ever)
+    for tree in trees:
+        for value in _values(tree):
+            if isinstance(value, Did):
+                wanted = [(value.event, None if value.mode == "first" else window_start(value.window, ctx))]
+            elif isinstance(value, SequenceNode):
+                start = window_start(value.window, ctx)
+                wanted = [(step.event, start) for step in value.steps]
+            else:
+                continue
+            for event, start in wanted:
+                known = since.get(event, start)
+                since[event] = None if known is None or start is None else min(known, start)
+    if None in since and since[None] is None:
+        return None
+    params: dict[str, Any] = {}
+    terms = []
+    ever = sorted(e for e, start in since.items() if e is not None and start is None)
+    if ever:
+        params.update({f"ev{i}": e for i, e in enumerate(ever)})
+        terms.append(f"name IN ({', '.join(f'$ev{i}' for i in range(len(ever)))})")
+    for i, (event, start) in enumerate(sorted((e, s) for e, s in since.items() if s is not None and e is not None)):
+        params[f"en{i}"], params[f"es{i}"] = event, start
+        terms.append(f"(name = $en{i} AND ts >= $es{i})")
+    if since.get(None) is not None:
+        params["any"] = since[None]
+        terms.append("ts >= $any")
+    return (" OR ".join(terms) if terms else "false"), params
 
 
 def merge_spans(spans: Iterable[tuple[datetime, datetime]]) -> tuple[tuple[datetime, datetime], ...]:
@@ -297,7 +346,8 @@ class Membership:
         touched, copy_seconds = 0, 0.0
         if marks:
             started = time.perf_counter()
-            touched = self._touched(cur, min(marks, key=datetime.fromisoformat), *touch)
+            reads = events_read([item.tree for _, item, mode, _ in plans if mode == "incremental"], ctx)
+            touched = self._touched(cur, min(marks, key=datetime.fromisoformat), *touch, reads=reads)
             copy_seconds = (time.perf_counter() - started) / len(marks)
         else:
             cur.execute("CREATE OR REPLACE TEMP TABLE _seg_touched (person_id VARCHAR)")
@@ -424,9 +474,12 @@ class Membership:
         watermark: str,
         ranges: tuple[tuple[datetime, datetime], ...] = (),
         trait_ranges: bool = False,
+        *,
+        reads: tuple[str, dict[str, Any]] | None = None,
     ) -> int:
         """Temporary copies of every table, restricted to persons with anything new since ``watermark``
-        or a timestamp inside one of ``ranges``."""
+        or a timestamp inside one of ``ranges``; of their events, only rows that ``reads``
+        (:func:`events_read`) keeps."""
         params: dict[str, Any] = {"w": watermark}
         spans = []
         for i, (low, high) in enumerate(ranges):
@@ -457,10 +510,15 @@ class Membership:
         )
         # Only the columns the compiler reads from events: copying whole rows doubled the cost.
         for key, name in TOUCHED_NAMES.items():
-            columns = ", ".join(TOUCHED_EVENT_COLUMNS) if key == "events" else "*"
+            columns, kept, values = "*", "", {}
+            if key == "events":
+                columns = ", ".join(TOUCHED_EVENT_COLUMNS)
+                if reads is not None:
+                    kept, values = f" AND ({reads[0]})", reads[1]
             cur.execute(
                 f"""CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM {TABLE_NAMES[key]}
-                    WHERE person_id IN (SELECT person_id FROM _seg_touched)"""
+                    WHERE person_id IN (SELECT person_id FROM _seg_touched){kept}""",
+                values or None,
             )
         return _count(cur, "_seg_touched")
 
