@@ -349,10 +349,11 @@ def test_refresh_reads_dates_in_the_brand_time_zone(api: Api) -> None:
 
 
 def test_the_touched_persons_copy_keeps_every_event_row_a_definition_reads(api: Api) -> None:
-    """The incremental refresh copies only the event rows its definitions can read (decision 019's
-    companion in membership.events_read): a first occurrence needs the rows before the window, a
-    sequence every step's rows. A person touched by an unrelated event is judged on all of them."""
-    at = {d: (NOW - timedelta(days=d)).isoformat() for d in (40, 12, 11, 5, 1)}
+    """The incremental refresh copies a touched person's events only from the earliest time its
+    definitions read (membership.events_since): a window's start, a sequence's window, and all
+    time for a first occurrence. Persons touched by an unrelated event are judged on every row
+    the definition reads, alone or refreshed together."""
+    at = {d: (NOW - timedelta(days=d)).isoformat() for d in (40, 25, 12, 11, 5, 1)}
     api.batch(
         [
             track("order_paid", userId="u1", timestamp=at[40]),  # u1's first order: before the window
@@ -360,21 +361,26 @@ def test_the_touched_persons_copy_keeps_every_event_row_a_definition_reads(api: 
             track("order_paid", userId="u2", timestamp=at[5]),
             track("viewed", userId="u3", timestamp=at[12]),  # viewed, then favorite a day later
             track("favorite", userId="u3", timestamp=at[11]),
+            track("favorite", userId="u4", timestamp=at[25]),  # only before the 20-day window
             track("viewed", userId="u4", timestamp=at[1]),
         ]
     )
     definitions = {
         "近30天首单": "first did order_paid in last 30d",
         "看后收藏": "did viewed then favorite within 2d in last 20d",
+        "近20天收藏": "did favorite in last 20d",
+        "近10天未下单": "never did order_paid in last 10d",
     }
+    expected = {"近30天首单": 1, "看后收藏": 1, "近20天收藏": 1, "近10天未下单": 2}  # u2; u3; u3; u3, u4
     svc = api.runtime.segments()
     for name, text in definitions.items():
         svc.saved.create(name, text, now=NOW)
-    later = NOW + timedelta(hours=1)
-    api.batch([track("search", userId=u, timestamp=later.isoformat()) for u in ("u1", "u2", "u3", "u4")])
-    results = svc.saved.refresh(now=later)
-    assert {r.mode for r in results} == {"incremental"}
-    assert all(r.evaluated == 4 for r in results)
-    for name, text in definitions.items():
-        assert set(svc.saved.members(name)) == svc.members(text, now=later), name
-        assert len(svc.saved.members(name)) == 1, name  # u2; u3
+    now = NOW
+    for step, alone in enumerate([*definitions, None]):
+        now += timedelta(hours=1)
+        api.batch([track("search", userId=u, timestamp=now.isoformat()) for u in ("u1", "u2", "u3", "u4")])
+        results = svc.saved.refresh(alone, now=now)
+        assert {r.mode for r in results} == {"incremental"} and all(r.evaluated == 4 for r in results)
+        for name, text in definitions.items():
+            assert set(svc.saved.members(name)) == svc.members(text, now=now), (step, name)
+            assert len(svc.saved.members(name)) == expected[name], (step, name)

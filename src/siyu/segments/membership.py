@@ -140,42 +140,31 @@ def needs_full_refresh(tree: Node, definition: Callable[[str], Node | None]) -> 
     )
 
 
-def events_read(trees: Iterable[Node], ctx: Context) -> tuple[str, dict[str, Any]] | None:
-    """A filter (SQL on ``name`` and ``ts``, with its parameters) keeping every event row that
-    ``trees`` can read when evaluated at ``ctx.now``, or None when they may read any row.
+def events_since(trees: Iterable[Node], ctx: Context) -> datetime | None:
+    """The earliest event time that ``trees`` can read when evaluated at ``ctx.now``, or None when
+    they may read events of any time.
 
-    Only ``did`` conditions and sequences read events: each its event (or any) from its window's
-    start on (``first did`` needs a person's first row of that event, so all of them). A segment
-    that ``trees`` refer to is read from the stored membership, not evaluated again.
+    Only ``did`` conditions and sequences read events, each from its window's start on (``first
+    did`` needs a person's first row of that event: any time). A segment that ``trees`` refer to is
+    read from the stored membership, not evaluated again. When nothing reads events, ``ctx.now``.
+
+    A bound on the time alone, not per event name: events are stored in arrival order, so a time
+    range skips whole row groups, while a filter on names still reads every row (measured on the
+    benchmark store: 10× faster for 30 days, slower by 15 % for names OR a time).
     """
-    since: dict[str | None, datetime | None] = {}  # event (None: any) → earliest moment read (None: ever)
+    earliest = ctx.now
     for tree in trees:
         for value in _values(tree):
             if isinstance(value, Did):
-                wanted = [(value.event, None if value.mode == "first" else window_start(value.window, ctx))]
+                start = None if value.mode == "first" else window_start(value.window, ctx)
             elif isinstance(value, SequenceNode):
                 start = window_start(value.window, ctx)
-                wanted = [(step.event, start) for step in value.steps]
             else:
                 continue
-            for event, start in wanted:
-                known = since.get(event, start)
-                since[event] = None if known is None or start is None else min(known, start)
-    if None in since and since[None] is None:
-        return None
-    params: dict[str, Any] = {}
-    terms = []
-    ever = sorted(e for e, start in since.items() if e is not None and start is None)
-    if ever:
-        params.update({f"ev{i}": e for i, e in enumerate(ever)})
-        terms.append(f"name IN ({', '.join(f'$ev{i}' for i in range(len(ever)))})")
-    for i, (event, start) in enumerate(sorted((e, s) for e, s in since.items() if s is not None and e is not None)):
-        params[f"en{i}"], params[f"es{i}"] = event, start
-        terms.append(f"(name = $en{i} AND ts >= $es{i})")
-    if since.get(None) is not None:
-        params["any"] = since[None]
-        terms.append("ts >= $any")
-    return (" OR ".join(terms) if terms else "false"), params
+            if start is None:
+                return None
+            earliest = min(earliest, start)
+    return earliest
 
 
 def merge_spans(spans: Iterable[tuple[datetime, datetime]]) -> tuple[tuple[datetime, datetime], ...]:
@@ -346,8 +335,8 @@ class Membership:
         touched, copy_seconds = 0, 0.0
         if marks:
             started = time.perf_counter()
-            reads = events_read([item.tree for _, item, mode, _ in plans if mode == "incremental"], ctx)
-            touched = self._touched(cur, min(marks, key=datetime.fromisoformat), *touch, reads=reads)
+            since = events_since([item.tree for _, item, mode, _ in plans if mode == "incremental"], ctx)
+            touched = self._touched(cur, min(marks, key=datetime.fromisoformat), *touch, events_since=since)
             copy_seconds = (time.perf_counter() - started) / len(marks)
         else:
             cur.execute("CREATE OR REPLACE TEMP TABLE _seg_touched (person_id VARCHAR)")
@@ -475,11 +464,11 @@ class Membership:
         ranges: tuple[tuple[datetime, datetime], ...] = (),
         trait_ranges: bool = False,
         *,
-        reads: tuple[str, dict[str, Any]] | None = None,
+        events_since: datetime | None = None,
     ) -> int:
         """Temporary copies of every table, restricted to persons with anything new since ``watermark``
-        or a timestamp inside one of ``ranges``; of their events, only rows that ``reads``
-        (:func:`events_read`) keeps."""
+        or a timestamp inside one of ``ranges``; of their events, only rows from ``events_since``
+        on (:func:`events_since`; None: all)."""
         params: dict[str, Any] = {"w": watermark}
         spans = []
         for i, (low, high) in enumerate(ranges):
@@ -510,15 +499,15 @@ class Membership:
         )
         # Only the columns the compiler reads from events: copying whole rows doubled the cost.
         for key, name in TOUCHED_NAMES.items():
-            columns, kept, values = "*", "", {}
+            columns, kept, values = "*", "", None
             if key == "events":
                 columns = ", ".join(TOUCHED_EVENT_COLUMNS)
-                if reads is not None:
-                    kept, values = f" AND ({reads[0]})", reads[1]
+                if events_since is not None:
+                    kept, values = " AND ts >= $since", {"since": events_since}
             cur.execute(
                 f"""CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM {TABLE_NAMES[key]}
                     WHERE person_id IN (SELECT person_id FROM _seg_touched){kept}""",
-                values or None,
+                values,
             )
         return _count(cur, "_seg_touched")
 
