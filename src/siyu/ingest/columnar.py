@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,28 @@ def _uuid5(parts: str) -> str:
         f"(substr({h}, 1, 12) || '5' || substr({h}, 14, 3) || "
         f"lower(printf('%x', (('0x' || substr({h}, 17, 1))::INTEGER & 3) | 8)) || substr({h}, 18, 15))"
     )
+
+
+def _by_chunk(rows: list[int], chunk_of: list[int]) -> Iterator[list[int]]:
+    """``rows`` (row positions, in order) grouped by their chunk."""
+    for _, group in itertools.groupby(rows, key=chunk_of.__getitem__):
+        yield list(group)
+
+
+def _trait_updates(
+    members: list[int],
+    columns: list[tuple[str, list[Any]]],
+    people: list[str],
+    stamps: list[datetime],
+    mids: list[str],
+) -> list[TraitUpdate]:
+    """The trait values (``columns``: key and value per row) that the rows ``members`` set."""
+    return [
+        (people[i], key, values[i], stamps[i], mids[i])
+        for i in members
+        for key, values in columns
+        if values[i] is not None
+    ]
 
 
 class _Fallback(Exception):
@@ -396,20 +418,10 @@ class _Job:
         others = [c for c in traits if c not in latest]
         changed = 0
         if others:
-            position = {c: traits.index(c) for c in others}
-            start = 0
-            while start < len(easy):
-                end = start
-                while end < len(easy) and chunk_of[easy[end]] == chunk_of[easy[start]]:
-                    end += 1
-                updates: list[TraitUpdate] = [
-                    (people[i], c, tvals[position[c]][i], stamps[i], mids[i])
-                    for i in easy[start:end]
-                    for c in others
-                    if tvals[position[c]][i] is not None
-                ]
+            columns = [(c, tvals[traits.index(c)]) for c in others]
+            for members in _by_chunk(easy, chunk_of):
+                updates = _trait_updates(members, columns, people, stamps, mids)
                 changed += apply_trait_updates(conn, updates, strategies)
-                start = end
         if not latest:
             return changed
         index = pa.array(easy, pa.int64())
@@ -452,17 +464,19 @@ class _Job:
                     FROM s JOIN u a ON a._i = s._last LEFT JOIN u b ON b._i = s._before
                     ORDER BY s._last""").fetchall()
                 # The row path reads the value before a chunk from the store: in its stored form.
-                olds: dict[tuple[type, str], Any] = {}
+                olds: dict[tuple[type, str], Any] = {}  # each distinct old value once
+                old_key: dict[int, tuple[type, str]] = {}  # row → its value's key
                 for _, before, _, differs, _ in outcome:
-                    if differs and before is not None:
-                        olds.setdefault((type(col[before]), json_text(col[before])), col[before])
+                    if differs and before is not None and before not in old_key:
+                        key = old_key[before] = (type(col[before]), json_text(col[before]))
+                        olds.setdefault(key, col[before])
                 stored = dict(zip(olds, stored_json_values(conn, list(olds.values())), strict=True))
                 for i, before, final, differs, event_id in outcome:
                     person = people[i]
                     if final:
                         upserts.append((person, c, col[i], stamps[i]))
                     if differs:
-                        old = None if before is None else stored[(type(col[before]), json_text(col[before]))]
+                        old = None if before is None else stored[old_key[before]]
                         payload = {"key": c, "old": old, "new": col[i], "message_id": mids[i]}
                         feed.append(("trait_changed", person, event_id, stamps[i], payload))
         finally:
@@ -567,22 +581,11 @@ class _Job:
                     conn, data, easy, chunk_of, people, traits, tvals, stamps, mids
                 )
             self.timer.lap(f"simple components ({len(easy)} of {len(rows)} rows)")
-            hard = np.flatnonzero(~simple).tolist()
-            start = 0
-            while start < len(hard):
-                end = start
-                while end < len(hard) and chunk_of[hard[end]] == chunk_of[hard[start]]:
-                    end += 1
-                members = hard[start:end]
+            columns = list(zip(traits, tvals, strict=True))
+            for members in _by_chunk(np.flatnonzero(~simple).tolist(), chunk_of):
                 self._resolve_rows(conn, members, idvals, stamps, mids, people, sorted_keys, result)
-                updates: list[TraitUpdate] = [
-                    (people[i], key, col[i], stamps[i], mids[i])
-                    for i in members
-                    for key, col in zip(traits, tvals, strict=True)
-                    if col[i] is not None
-                ]
+                updates = _trait_updates(members, columns, people, stamps, mids)
                 result.traits_changed += apply_trait_updates(conn, updates, strategies)
-                start = end
         self.timer.lap("identity graph + traits (ops)")
 
         keys_json: dict[tuple[Any, ...], tuple[str, str, str]] = {}
@@ -793,17 +796,20 @@ class _Job:
         ids = ", ".join(f"f._{r}" for r in self.present)
         con.execute(f"""CREATE OR REPLACE TEMP TABLE _orows AS
             SELECT f.*, d.version, d.prev_status, d.was_paid, d.old_refund, coalesce(f._paid, f._upd) AS _seen,
-                   dense_rank() OVER (ORDER BY f._chunk, {ids}) AS _combo
+                   dense_rank() OVER (ORDER BY f._chunk, {ids}) AS _combo,
+                   dense_rank() OVER (ORDER BY {ids}) AS _file_combo
             FROM _fresh f JOIN _decided d USING (_seq) WHERE d.fate = 'new'""")
         # As the row path: each chunk its own resolution, in (updated_at, row) order within it; a
         # combination's sighting at its first row's time, a second one only to widen the span to
         # an earlier row.
         id_list = ", ".join(f"_{r}" for r in self.present)
 
-        def combo_sightings(chunk: str) -> pa.Table:
-            group = f"_chunk, {id_list}" if chunk == "_chunk" else id_list  # a constant is no GROUP BY term
+        def combo_sightings(combo: str) -> pa.Table:
+            """One sighting per ``combo`` (``_combo``: per chunk; ``_file_combo``: the whole file as chunk 0)."""
+            per_chunk = combo == "_combo"  # a combination's chunk and identities depend on it alone
+            chunk, group = ("_chunk", f"_combo, _chunk, {id_list}") if per_chunk else ("0", f"{combo}, {id_list}")
             return con.sql(f"""WITH c AS (
-                    SELECT min(_combo) AS _combo, {chunk} AS _chunk, {id_list}, arg_min(_seen, _seq) AS _at,
+                    SELECT {combo} AS _combo, {chunk} AS _chunk, {id_list}, arg_min(_seen, _seq) AS _at,
                            min(_seen) AS _lo, max(_seen) AS _hi, 'order:' || arg_min(_oid, _seq) AS mid,
                            min(_seq) AS k
                     FROM _orows GROUP BY {group})
@@ -829,15 +835,12 @@ class _Job:
             # identities only, or stored persons no other combination touches: the orders of known
             # customers), the chunks cannot change the outcome (first / last seen are a minimum and
             # a maximum) and the file is resolved at once; otherwise chunk by chunk, as the row path.
-            sightings = combo_sightings("0")
+            sightings = combo_sightings("_file_combo")
             simple, known = shortcut_sightings(conn, rules, columns(sightings))
             at_once = bool((simple | known).all())
-            if at_once:  # a combination is the same one in every chunk
-                con.execute(f"""CREATE OR REPLACE TEMP TABLE _orows AS
-                    SELECT * REPLACE (dense_rank() OVER (ORDER BY {id_list}) AS _combo) FROM _orows""")
-                sightings = combo_sightings("0")
-            else:
-                sightings = combo_sightings("_chunk")
+            combo_key = "_file_combo" if at_once else "_combo"  # how each order row finds its person
+            if not at_once:
+                sightings = combo_sightings("_combo")
             self.timer.lap("combos (resolved " + ("at once)" if at_once else "chunk by chunk)"))
             chunks = sightings.column("_chunk").to_numpy()
             bounds = [0, *(np.flatnonzero(chunks[1:] != chunks[:-1]) + 1).tolist(), len(chunks)]
@@ -880,8 +883,9 @@ class _Job:
         common = "'order_id', o._oid, 'channel', o._channel"
         head = "o._person, o._id_type, o._id_value, o._ids, 'order'"
         with self.store.transaction() as tx:
-            tx.execute("""CREATE OR REPLACE TEMP TABLE _orows2 AS
-                SELECT r.*, p._person, p._id_type, p._id_value, p._ids FROM _orows r JOIN _people p USING (_combo)""")
+            tx.execute(f"""CREATE OR REPLACE TEMP TABLE _orows2 AS
+                SELECT r.*, p._person, p._id_type, p._id_value, p._ids
+                FROM _orows r JOIN _people p ON p._combo = r.{combo_key}""")
             tx.execute(f"""INSERT INTO orders BY NAME SELECT _oid AS order_id, version, _person AS person_id,
                     _status AS status, _paid AS paid_at, _amount AS amount_fen, _discount AS discount_fen,
                     _refund AS refund_fen, _items AS items, _channel AS channel, _upd AS updated_at,

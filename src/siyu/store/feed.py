@@ -151,6 +151,7 @@ def void_changes_of(conn: Connection, people: Collection[str], *, applied_upto: 
         conn.execute(update(changes).where(changes.c.person_id.in_(list(wanted))).values(_VOIDED)).rowcount or 0
     )
     bundles = conn.execute(select(changes.c.seq, cast(changes.c.payload, Text)).where(changes.c.kind == BUNDLE)).all()
+    wanted_array = pa.array(sorted(wanted), pa.string())
     for seq, text in bundles:
         row = update(changes).where(changes.c.seq == seq)
         if seq <= applied_upto:
@@ -159,7 +160,7 @@ def void_changes_of(conn: Connection, people: Collection[str], *, applied_upto: 
         body = orjson.loads(text)
         if "arrow" in body:
             table = _bundle_table(body)
-            kept = table.filter(pc.invert(pc.is_in(table.column("person_id"), pa.array(list(wanted), pa.string()))))
+            kept = table.filter(pc.invert(pc.is_in(table.column("person_id"), wanted_array)))
             if kept.num_rows == table.num_rows:
                 continue
             removed += table.num_rows - kept.num_rows
