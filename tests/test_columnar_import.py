@@ -46,9 +46,16 @@ def two_ops_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[lis
 
 
 def _both_paths(
-    tmp_path: Path, urls: list[str], kind: Kind, files: list[Path], chunk_rows: int, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    urls: list[str],
+    kind: Kind,
+    files: list[Path],
+    chunk_rows: int,
+    caplog: pytest.LogCaptureFixture,
+    **settings: Any,
 ) -> list[Any]:
-    """Import ``files`` by the columnar path and by the row path; each step's outcome and the store.
+    """Import ``files`` by the columnar path and by the row path (both with ``settings``); each
+    step's outcome and the store.
 
     The columnar path must really run — a file it does not take, or a fall-back to the row path,
     would make the comparison trivially equal."""
@@ -58,7 +65,7 @@ def _both_paths(
     out = []
     caplog.set_level(logging.INFO, logger="siyu.ingest.columnar")
     for vectorised, url in zip((True, False), urls, strict=True):
-        with Runtime.open(Settings(home=tmp_path / f"home-{vectorised}", ops_url=url)) as rt:
+        with Runtime.open(Settings(home=tmp_path / f"home-{vectorised}", ops_url=url, **settings)) as rt:
             rt.ingestor.now = lambda: fixed_now  # type: ignore[method-assign]
             rt.ingestor.validator.now = lambda: fixed_now
             steps: list[Any] = []
@@ -206,6 +213,28 @@ def test_columnar_customers_match_the_row_path(
     report, result, _ = fast[0]
     assert report["rejected"] > 0 and result["merges"] + result["refused_merges"] > 0
     assert fast[2][0]["accepted"] == 0  # re-import changes nothing
+
+
+def test_columnar_customers_match_the_row_path_under_another_identity_priority(
+    tmp_path: Path, two_ops_urls: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The columnar path orders a row's identities by the configured priority (the original
+    identity of each event, the survivor of each merge), as the row path does."""
+    rng = random.Random(1)
+    file = tmp_path / "c.parquet"
+    pq.write_table(_customers(rng, 70, 0), file)
+    priority = ["phone", "email", "wecom_external_userid"]
+    fast, slow = _both_paths(
+        tmp_path, two_ops_urls, "customers", [file], chunk_rows=9, caplog=caplog, identity_priority=priority
+    )
+    assert fast == slow
+    assert fast[0][1]["merges"] + fast[0][1]["refused_merges"] > 0
+
+
+def test_a_type_named_twice_in_the_identity_priority_keeps_its_first_place() -> None:
+    settings = Settings(identity_priority=["phone", "member_id", "phone"])
+    assert settings.identity_priority[:2] == ["phone", "member_id"]
+    assert sorted(settings.identity_priority) == sorted(set(settings.identity_priority))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

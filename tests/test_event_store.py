@@ -116,6 +116,53 @@ def test_existing_event_ids_after_append(store: EventStore) -> None:
     assert store.counts()["events"] == 3
 
 
+def _with_identities(table: pa.Table, sets: int) -> pa.Table:
+    """``table`` with identity columns cycling through ``sets`` identity sets, a row in 7 without."""
+    texts, types, values = [], [], []
+    for i in range(table.num_rows):
+        if i % 7 == 3:
+            texts.append(None), types.append(None), values.append(None)
+            continue
+        k = i % sets
+        keys = [["member_id", f"M{k}"], ["phone", f"+86138{k:08d}"]][: 1 + k % 2]
+        texts.append(json.dumps(keys)), types.append(keys[0][0]), values.append(keys[0][1])
+    for name, column in (("identity_type", types), ("identity_value", values), ("identities", texts)):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(column, pa.string()))
+    return table
+
+
+def test_large_and_small_appends_store_the_same_identity_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large append finds its distinct identity sets in DuckDB, a small one in Python: the same
+    sets, ids and original identities either way, each stored once (also when appended again)."""
+    import siyu.store.events as events_module
+
+    n = events_module._SQL_SETS_ROWS + 500
+    first = _with_identities(event_table([f"e{i}" for i in range(n)]), 3_000)
+    again = _with_identities(event_table([f"f{i}" for i in range(n)]), 3_500)  # 3,000 known, 500 new
+    stored = []
+    for threshold in (events_module._SQL_SETS_ROWS, n + 1):  # the SQL path, then the Python path
+        monkeypatch.setattr(events_module, "_SQL_SETS_ROWS", threshold)
+        s = EventStore(tmp_path / f"events-{threshold}.duckdb")
+        try:
+            for table in (first, again):
+                with s.transaction() as con:
+                    s.append_events(con, table)
+            stored.append(
+                (
+                    s.con.execute("SELECT * FROM identity_sets ORDER BY set_id").fetchall(),
+                    s.con.execute("SELECT event_id, identity_set FROM events ORDER BY event_id").fetchall(),
+                )
+            )
+        finally:
+            s.close()
+    sets, events = stored[0]
+    assert stored[0] == stored[1]
+    expected = {t for table in (first, again) for t in table.column("identities").to_pylist() if t is not None}
+    assert sorted(row[3] for row in sets) == sorted(expected)  # each distinct set once
+    assert len(expected) > 3_000
+    assert sum(1 for _, set_id in events if set_id is None) == sum(1 for i in range(n) if i % 7 == 3) * 2
+
+
 def test_rolled_back_events_are_neither_stored_nor_seen(store: EventStore) -> None:
     store.existing_event_ids(["warm-up"])
     with pytest.raises(RuntimeError, match="boom"), store.transaction() as con:

@@ -107,6 +107,10 @@ def _state(api: Api) -> dict[str, set[tuple[Any, ...]]]:
     cur = api.runtime.events.cursor()
     out: dict[str, set[tuple[Any, ...]]] = {}
     out["persons"] = set(cur.execute("SELECT person_id, first_seen, last_seen, owner FROM person_state").fetchall())
+    # One row per person and key: the sets below would hide a repeated one (trait_state has no
+    # PRIMARY KEY; the fold keeps it so).
+    repeated = cur.execute("SELECT person_id, key FROM trait_state GROUP BY ALL HAVING count(*) > 1").fetchall()
+    assert not repeated, f"trait_state rows repeated: {repeated[:5]}"
     out["traits"] = {
         (p, k, json.dumps(json.loads(v)))
         for p, k, v in cur.execute("SELECT person_id, key, value FROM trait_state").fetchall()

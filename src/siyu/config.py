@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown identity types in identity_priority: {sorted(unknown)}")
         missing = [t for t in IDENTITY_TYPES if t not in value]
-        return [*value, *missing]
+        return [*dict.fromkeys(value), *missing]  # a type named twice keeps its first place
 
     @property
     def resolved_ops_url(self) -> str:

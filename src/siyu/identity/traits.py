@@ -11,7 +11,7 @@ from sqlalchemy import Connection, bindparam, delete, select, tuple_
 from siyu.ids import derived_id
 from siyu.store.feed import Change, insert_changes
 from siyu.store.ops.schema import traits
-from siyu.store.ops.upsert import json_text, sqlite_texts
+from siyu.store.ops.upsert import json_text, sqlite_insert_many, sqlite_texts
 from siyu.timeutil import as_utc
 
 TraitUpdate = tuple[str, str, Any, datetime, str]  # person_id, key, value, ts, message_id
@@ -44,7 +44,6 @@ def write_trait_rows(conn: Connection, rows: list[tuple[str, str, Any, datetime]
     if not rows:
         return
     pg = conn.dialect.name == "postgresql"
-    mark, json_mark = ("%s", "CAST(%s AS JSON)") if pg else ("?", "?")  # SQLite's CAST(… AS JSON) is NUMERIC
     stamps = [r[3] for r in rows]
     if not pg:  # as text, each distinct time converted once (a profile's traits share theirs)
         stamps = sqlite_texts(stamps)
@@ -59,11 +58,14 @@ def write_trait_rows(conn: Connection, rows: list[tuple[str, str, Any, datetime]
             found = texts[memo] = json_text(value)
         return found
 
-    conn.exec_driver_sql(
-        f"INSERT INTO traits (person_id, key, value, updated_at) VALUES ({mark}, {mark}, {json_mark}, {mark}) "
-        "ON CONFLICT (person_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        [(p, k, text(v), at) for (p, k, v, _), at in zip(rows, stamps, strict=True)],
-    )
+    values = [(p, k, text(v), at) for (p, k, v, _), at in zip(rows, stamps, strict=True)]
+    head = "INSERT INTO traits (person_id, key, value, updated_at) VALUES "
+    upsert = " ON CONFLICT (person_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+    if pg:
+        conn.exec_driver_sql(f"{head}(%s, %s, CAST(%s AS JSON), %s){upsert}", values)
+    else:  # 50 rows a statement, applied in order as one a statement would be (SQLite's
+        # CAST(… AS JSON) is NUMERIC: the text goes in as it is)
+        sqlite_insert_many(conn, head, "(?, ?, ?, ?)", 4, values, upsert)
 
 
 def wins(strategy: str, new: Any, new_at: datetime, old: Any, old_at: datetime) -> bool:

@@ -327,6 +327,8 @@ class _Job:
         return rejects, len(rows)
 
     def _keys(self, values: Sequence[str | None]) -> list[tuple[str, str]]:
+        """The identities of one row's ``values`` (in :attr:`present` order), as
+        ``IdentityRules.sort`` would give them: ``present`` holds distinct types in priority order."""
         return [(r, v) for r, v in zip(self.present, values, strict=True) if v is not None]
 
     # -- customers -----------------------------------------------------------------------------
@@ -360,7 +362,7 @@ class _Job:
         owners: list[list[int]] = []
         for key, (at, lo, hi, first_mid, rows) in combos.items():
             if key not in sorted_keys:
-                sorted_keys[key] = self.ingestor.rules.sort(self._keys(key))
+                sorted_keys[key] = self._keys(key)  # already in priority order (no sort per row)
             values.append(key)
             first.append(at)
             last.append(hi)
@@ -860,7 +862,7 @@ class _Job:
         main = pc.equal(sightings.column("_extra"), 0)
         combos = sightings.filter(main)
         keyed = [
-            rules.sort(self._keys(values))
+            self._keys(values)
             for values in zip(*(combos.column(f"_{r}").to_pylist() for r in self.present), strict=True)
         ]
         con.register(

@@ -179,6 +179,20 @@ _INSERT_EVENTS = """INSERT INTO events BY NAME
     SELECT * EXCLUDE (identity_type, identity_value, identities), md5_number(identities) AS identity_set
     FROM {relation}"""
 
+#: From this many rows on, :meth:`EventStore.append_events` finds the distinct identity sets in
+#: DuckDB rather than in Python (374k import rows: 0.6 s in Python; an API batch: far below).
+_SQL_SETS_ROWS = 20_000
+
+
+def _distinct_sets(relation: str) -> str:
+    """The distinct identity sets of ``relation`` (:data:`EVENTS_ARROW` identity columns), as
+    :meth:`EventStore.add_identity_sets` takes them. A set's original identity is its first
+    element, so any row's is the set's."""
+    return f"""(SELECT md5_number(identities) AS set_id, any_value(identity_type) AS identity_type,
+                      any_value(identity_value) AS identity_value, identities
+               FROM {relation} WHERE identities IS NOT NULL GROUP BY identities)"""
+
+
 #: The lower 64 bits of a 128-bit set id.
 _LOW = "18446744073709551615"
 
@@ -593,12 +607,7 @@ class EventStore:
         Their identity sets are stored first; the events keep only each set's id. Not recorded in
         the dedupe index (callers that use this directly call :meth:`forget_seen_index`).
         """
-        self.add_identity_sets(
-            con,
-            f"""(SELECT md5_number(identities) AS set_id, any_value(identity_type) AS identity_type,
-                       any_value(identity_value) AS identity_value, identities
-                FROM {relation} WHERE identities IS NOT NULL GROUP BY identities)""",
-        )
+        self.add_identity_sets(con, _distinct_sets(relation))
         con.execute(_INSERT_EVENTS.format(relation=relation))
 
     def _add_sets_of(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
@@ -606,7 +615,18 @@ class EventStore:
 
         Small batches (the API's) spend less here than in three DuckDB statements: the distinct
         sets are found and hashed in Python (``md5_number`` is the digest read little-endian).
+        Large ones (an import's) are grouped and hashed in DuckDB; a table with no sets at all
+        (change events) costs nothing.
         """
+        if table.column("identities").null_count == table.num_rows:
+            return
+        if table.num_rows >= _SQL_SETS_ROWS:
+            con.register("_set_source", table.select(["identity_type", "identity_value", "identities"]))
+            try:
+                self.add_identity_sets(con, _distinct_sets("_set_source"))
+            finally:
+                con.unregister("_set_source")
+            return
         first: dict[str, tuple[str | None, str | None]] = {}
         for text, id_type, id_value in zip(
             table.column("identities").to_pylist(),
