@@ -231,12 +231,6 @@ def test_columnar_customers_match_the_row_path_under_another_identity_priority(
     assert fast[0][1]["merges"] + fast[0][1]["refused_merges"] > 0
 
 
-def test_a_type_named_twice_in_the_identity_priority_keeps_its_first_place() -> None:
-    settings = Settings(identity_priority=["phone", "member_id", "phone"])
-    assert settings.identity_priority[:2] == ["phone", "member_id"]
-    assert sorted(settings.identity_priority) == sorted(set(settings.identity_priority))
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_columnar_orders_match_the_row_path(
     tmp_path: Path, two_ops_urls: list[str], seed: int, caplog: pytest.LogCaptureFixture

@@ -118,15 +118,12 @@ def test_existing_event_ids_after_append(store: EventStore) -> None:
 
 def _with_identities(table: pa.Table, sets: int) -> pa.Table:
     """``table`` with identity columns cycling through ``sets`` identity sets, a row in 7 without."""
-    texts, types, values = [], [], []
+    rows: list[tuple[str | None, str | None, str | None]] = []  # (type, value, identities)
     for i in range(table.num_rows):
-        if i % 7 == 3:
-            texts.append(None), types.append(None), values.append(None)
-            continue
         k = i % sets
         keys = [["member_id", f"M{k}"], ["phone", f"+86138{k:08d}"]][: 1 + k % 2]
-        texts.append(json.dumps(keys)), types.append(keys[0][0]), values.append(keys[0][1])
-    for name, column in (("identity_type", types), ("identity_value", values), ("identities", texts)):
+        rows.append((None, None, None) if i % 7 == 3 else (keys[0][0], keys[0][1], json.dumps(keys)))
+    for name, column in zip(("identity_type", "identity_value", "identities"), zip(*rows, strict=True), strict=True):
         table = table.set_column(table.schema.get_field_index(name), name, pa.array(column, pa.string()))
     return table
 
@@ -138,7 +135,7 @@ def test_large_and_small_appends_store_the_same_identity_sets(tmp_path: Path, mo
 
     n = events_module._SQL_SETS_ROWS + 500
     first = _with_identities(event_table([f"e{i}" for i in range(n)]), 3_000)
-    again = _with_identities(event_table([f"f{i}" for i in range(n)]), 3_500)  # 3,000 known, 500 new
+    again = _with_identities(event_table([f"f{i}" for i in range(n)]), 3_500)  # the first's sets and new ones
     stored = []
     for threshold in (events_module._SQL_SETS_ROWS, n + 1):  # the SQL path, then the Python path
         monkeypatch.setattr(events_module, "_SQL_SETS_ROWS", threshold)

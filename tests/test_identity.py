@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from helpers import at, identify, track
-from siyu.config import IDENTITY_TYPES
+from siyu.config import IDENTITY_TYPES, Settings
 from siyu.identity.graph import IdentityGraph, IdentityRules
 from siyu.store.ops.schema import persons
 
@@ -260,6 +260,12 @@ def test_person_of_the_highest_priority_identity_survives(api, settings, priorit
     assert api.person_id("member_id:M-9") == expected
     assert merged_into(api, loser) == expected
     assert api.person(expected)["merged_from"] == [loser]
+
+
+def test_a_type_named_twice_in_the_identity_priority_keeps_its_first_place() -> None:
+    settings = Settings(identity_priority=["phone", "member_id", "phone"])
+    assert settings.identity_priority[:2] == ["phone", "member_id"]
+    assert sorted(settings.identity_priority) == sorted(set(settings.identity_priority))
 
 
 # -- traits ------------------------------------------------------------------------------------

@@ -52,14 +52,15 @@ class IdentityRules:
 
     priority: tuple[str, ...]
     limits: dict[str, int]
+    _order: dict[str, int] = field(init=False, repr=False, compare=False)
 
-    def rank(self, id_type: str) -> int:
-        """Position of ``id_type`` in the priority order (0 = highest)."""
-        return self.priority.index(id_type)
+    def __post_init__(self) -> None:
+        # Built once: sort() runs for every message of the row path.
+        object.__setattr__(self, "_order", {t: i for i, t in enumerate(self.priority)})
 
     def sort(self, keys: Iterable[Key]) -> list[Key]:
         """Keys in priority order, duplicates removed."""
-        order = {t: i for i, t in enumerate(self.priority)}
+        order = self._order
         return sorted(set(keys), key=lambda k: (order[k[0]], k[1]))
 
 
