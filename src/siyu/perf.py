@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 
@@ -24,6 +25,23 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def alongside(work: Callable[[], None]) -> Iterator[None]:
+    """Run ``work`` in a thread while the block runs; after the block, wait for it and re-raise its error.
+
+    For work that releases the GIL (SQLite's and DuckDB's C code) beside work that needs none of
+    its results until the end. Even when the block fails the thread is waited for, so nothing it
+    uses is torn down under it.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="siyu-alongside") as pool:
+        running = pool.submit(work)
+        try:
+            yield
+        finally:
+            wait([running])
+        running.result()
 
 
 class StageTimer:

@@ -11,9 +11,8 @@ strict mode) return ``None`` and go through the row-by-row path instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from siyu.identity.normalize import IdentityValueError
 from siyu.identity.vectorised import SightingColumns, decide_columns
 from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST
-from siyu.perf import StageTimer, gc_paused
+from siyu.perf import StageTimer, alongside, gc_paused
 from siyu.store.events import set_from_halves, set_halves
 from siyu.store.feed import apply_changes
 from siyu.store.ops.engine import checkpoint, checkpoint_deferred
@@ -329,7 +328,7 @@ def _import(
         with store.transaction() as tx:
             with ingestor.engine.connect() as conn:  # closing it rolls back a transaction left open
                 ops = conn.begin()
-                with _alongside(lambda: store.add_identity_set_rows(tx, sets)):
+                with alongside(lambda: store.add_identity_set_rows(tx, sets)):
                     decision = decide_columns(conn, ingestor.rules, sightings, make_id=ingestor.make_id)
                 timer.lap("identity graph (identity sets alongside)")
                 con.register("_combos", combos.append_column("_person", pa.array(decision.people, pa.string())))
@@ -339,7 +338,7 @@ def _import(
                     with checkpoint_deferred(conn):
                         ops.commit()
 
-                with _alongside(write_ops):
+                with alongside(write_ops):
                     # Each row finds its combination by the 64-bit hash of its identity columns
                     # when no two combinations share one (checked above), else by the columns
                     # themselves (NULL matching NULL).
@@ -364,21 +363,6 @@ def _import(
     if progress:
         progress(int(fresh))
     return result, len(rejected_rows), rejects
-
-
-@contextmanager
-def _alongside(work: Callable[[], None]) -> Iterator[None]:
-    """Run ``work`` in a thread while the block runs; after the block, wait for it and re-raise its error.
-
-    Even when the block fails the thread is waited for, so nothing it uses is torn down under it.
-    """
-    with ThreadPoolExecutor(1, thread_name_prefix="siyu-alongside") as pool:
-        running = pool.submit(work)
-        try:
-            yield
-        finally:
-            wait([running])
-        running.result()
 
 
 def _stored_events(con: Any, received_at: datetime, source: str, names: frozenset[str]) -> pa.Table:

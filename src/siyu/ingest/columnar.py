@@ -50,7 +50,7 @@ from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
 from siyu.ingest.validate import EARLIEST, Checked
-from siyu.perf import StageTimer, gc_paused
+from siyu.perf import StageTimer, alongside, gc_paused
 from siyu.store.events import EVENTS_ARROW
 from siyu.store.feed import Change, apply_changes, insert_changes
 from siyu.store.ops.upsert import json_text, stored_json_values
@@ -224,7 +224,10 @@ class _Job:
         self.now = ingestor.now()
         self.timer = StageTimer(log, "bulk import")
         self.present = [r for r in self.settings.identity_priority if r in self.by_role]
-        self.con.register("_src", self.table)
+        # Each row's number (from 1) as a column (no column the path takes starts with "_"):
+        # DuckDB computes row_number() OVER () on one thread.
+        rows = pa.array(np.arange(1, self.table.num_rows + 1, dtype=np.int64))
+        self.con.register("_src", self.table.append_column("_row", rows))
 
     # -- shared pieces -------------------------------------------------------------------------
     def _col(self, role: str) -> str:
@@ -526,7 +529,7 @@ class _Job:
             SELECT * EXCLUDE (_s0), _s0 OR {self._no_identity()} AS _suspect FROM (
                 SELECT _row, {mid} AS _mid, {ts} AS _ts, ({suspect}) AS _s0{", " + id_cols if id_cols else ""}
                        {"".join(", " + _q(c) for c in traits)}
-                FROM (SELECT *, row_number() OVER () AS _row FROM _src))""")
+                FROM _src)""")
         self.timer.lap("read+check")
         rejects, rejected = self._reject_suspects("customers")
         self.timer.lap("suspects")
@@ -562,7 +565,8 @@ class _Job:
         rules = self.ingestor.rules
         sorted_keys: dict[tuple[Any, ...], list[Key]] = {}  # identity values → keys in priority order
         chunk_of = [(r - 1) // self.chunk_rows for r in rows]
-        with self.ingestor.engine.begin() as conn:
+        with self.ingestor.engine.connect() as conn:  # closing it rolls back a transaction left open
+            ops = conn.begin()
             # Rows whose component (over the whole file) is a simple new one: the graph would create
             # one person and attach everything to it whatever the chunks, so they are resolved in
             # one go; their traits are computed set-based, chunk semantics kept (_simple_traits).
@@ -588,15 +592,40 @@ class _Job:
                 self._resolve_rows(conn, members, idvals, stamps, mids, people, sorted_keys, result)
                 updates = _trait_updates(members, columns, people, stamps, mids)
                 result.traits_changed += apply_trait_updates(conn, updates, strategies)
-        self.timer.lap("identity graph + traits (ops)")
+            self.timer.lap("identity graph + traits (ops)")
 
+            # SQLite commits (and copies its write-ahead log back) while Python builds the identify
+            # events, which need only each row's person.
+            with alongside(ops.commit):
+                table = self._identify_events(data, people, sorted_keys, idvals, traits, tvals)
+        self.timer.lap("event table (ops commit alongside)")
+        with self.store.transaction() as tx:
+            self.store.append_events(tx, table)
+            apply_changes(self.ingestor.engine, self.store, tx)
+        self.timer.lap("events insert + change feed")
+        self.ingestor.after_commit(table)
+        result.accepted = table.num_rows
+        if progress:
+            progress(table.num_rows)
+        return result, rejected, rejects
+
+    def _identify_events(
+        self,
+        data: pa.Table,
+        people: list[str],
+        sorted_keys: dict[tuple[Any, ...], list[Key]],
+        idvals: list[tuple[Any, ...]],
+        traits: list[str],
+        tvals: list[list[Any]],
+    ) -> pa.Table:
+        """The identify events of the rows of ``data`` (one each, as the row path stores them)."""
         keys_json: dict[tuple[Any, ...], tuple[str, str, str]] = {}
         id_type, id_value, identities, props = [], [], [], []
-        for i in range(len(rows)):
-            k = keys_json.get(idvals[i])
+        for i, combination in enumerate(idvals):
+            k = keys_json.get(combination)
             if k is None:
-                keys = sorted_keys[idvals[i]]  # every row's combination went through the graph above
-                k = keys_json[idvals[i]] = (keys[0][0], keys[0][1], orjson.dumps(keys).decode())
+                keys = sorted_keys[combination]  # every row's combination went through the graph
+                k = keys_json[combination] = (keys[0][0], keys[0][1], orjson.dumps(keys).decode())
             id_type.append(k[0])
             id_value.append(k[1])
             identities.append(k[2])
@@ -605,8 +634,8 @@ class _Job:
                     {"traits": {key: col[i] for key, col in zip(traits, tvals, strict=True) if col[i] is not None}}
                 ).decode()
             )
-        n = len(rows)
-        table = pa.table(
+        n = len(idvals)
+        return pa.table(
             {
                 "event_id": data.column("_mid"),
                 "person_id": pa.array(people, pa.string()),
@@ -622,16 +651,6 @@ class _Job:
             },
             schema=EVENTS_ARROW,
         )
-        self.timer.lap("event table")
-        with self.store.transaction() as tx:
-            self.store.append_events(tx, table)
-            apply_changes(self.ingestor.engine, self.store, tx)
-        self.timer.lap("events insert + change feed")
-        self.ingestor.after_commit(table)
-        result.accepted = n
-        if progress:
-            progress(n)
-        return result, rejected, rejects
 
     # -- orders --------------------------------------------------------------------------------
     def orders(self, progress: Callable[[int], None] | None) -> Outcome:
@@ -687,7 +706,7 @@ class _Job:
                          {amount}::BIGINT AS _amount, coalesce({discount}, 0)::BIGINT AS _discount,
                          coalesce({refund}, 0)::BIGINT AS _refund, {channel} AS _channel,
                          {items_norm} AS _items, ({suspect}) AS _s0{", " + id_cols if id_cols else ""}
-                  FROM (SELECT *, row_number() OVER () AS _row FROM _src))""")
+                  FROM _src)""")
         self.timer.lap("read+check")
         rejects, rejected = self._reject_suspects("orders")
         self.timer.lap("suspects")
@@ -832,7 +851,8 @@ class _Job:
             )
 
         rules = self.ingestor.rules
-        with self.ingestor.engine.begin() as conn:
+        with self.ingestor.engine.connect() as conn:  # closing it rolls back a transaction left open
+            ops = conn.begin()
             # When no combination of the whole file needs the graph (new persons made of new
             # identities only, or stored persons no other combination touches: the orders of known
             # customers), the chunks cannot change the outcome (first / last seen are a minimum and
@@ -859,71 +879,36 @@ class _Job:
                 )
                 result.count(resolution)
                 resolved += resolution.people
-        main = pc.equal(sightings.column("_extra"), 0)
-        combos = sightings.filter(main)
-        keyed = [
-            self._keys(values)
-            for values in zip(*(combos.column(f"_{r}").to_pylist() for r in self.present), strict=True)
-        ]
-        con.register(
-            "_people",
-            pa.table(
-                {
-                    "_combo": combos.column("_combo").cast(pa.int64()),
-                    "_person": pa.array(resolved, pa.string()).filter(main),
-                    "_id_type": pa.array([k[0][0] for k in keyed], pa.string()),
-                    "_id_value": pa.array([k[0][1] for k in keyed], pa.string()),
-                    "_ids": pa.array([orjson.dumps(k).decode() for k in keyed], pa.string()),
-                }
-            ),
-        )
-        self.timer.lap("identity graph + ops write")
 
-        received = f"TIMESTAMPTZ '{self.now.isoformat()}'"
-        src = _lit(self.source)
-
-        common = "'order_id', o._oid, 'channel', o._channel"
-        head = "o._person, o._id_type, o._id_value, o._ids, 'order'"
-        with self.store.transaction() as tx:
-            tx.execute(f"""CREATE OR REPLACE TEMP TABLE _orows2 AS
-                SELECT r.*, p._person, p._id_type, p._id_value, p._ids
-                FROM _orows r JOIN _people p ON p._combo = r.{combo_key}""")
-            tx.execute(f"""INSERT INTO orders BY NAME SELECT _oid AS order_id, version, _person AS person_id,
-                    _status AS status, _paid AS paid_at, _amount AS amount_fen, _discount AS discount_fen,
-                    _refund AS refund_fen, _items AS items, _channel AS channel, _upd AS updated_at,
-                    _hash AS content_hash, {src} AS source, {received} AS received_at
-                FROM _orows2 ORDER BY _seq""")
-            tx.execute(f"""CREATE OR REPLACE TEMP TABLE _oev AS
-                SELECT u.*, {src} AS source, {received} AS received_at FROM (
-                SELECT {_uuid5("'order_paid' || chr(31) || o._oid")} AS event_id, {head} AS message_type,
-                    'order_paid' AS name, o._paid AS ts,
-                    json_object({common}, 'amount_fen', o._amount, 'discount_fen', o._discount,
-                        'item_count', coalesce(list_sum(list_transform(o._items, lambda x: x.quantity)), 0),
-                        'skus', list_sort(list_distinct(list_transform(o._items, lambda x: x.sku))),
-                        'categories', list_sort(list_distinct(list_filter(
-                            list_transform(o._items, lambda x: x.category), lambda c: c IS NOT NULL AND c <> '')))
-                    )::VARCHAR
-                        AS properties
-                FROM _orows2 o WHERE o._status IN ({paid_set}) AND NOT o.was_paid AND o._paid IS NOT NULL
-                UNION ALL
-                SELECT {_uuid5("'order_refunded' || chr(31) || o._oid || chr(31) || o._refund::VARCHAR")},
-                    {head}, 'order_refunded', o._upd,
-                    json_object({common}, 'refund_fen', o._refund - o.old_refund,
-                        'total_refund_fen', o._refund)::VARCHAR
-                FROM _orows2 o WHERE o._refund > o.old_refund
-                UNION ALL
-                SELECT {_uuid5("'order_cancelled' || chr(31) || o._oid")}, {head}, 'order_cancelled', o._upd,
-                    json_object({common})::VARCHAR
-                FROM _orows2 o WHERE o._status = 'cancelled' AND o.version > 1 AND o.prev_status <> 'cancelled'
-                ) u(event_id, person_id, identity_type, identity_value, identities, message_type, name, ts,
-                    properties)""")
-            self.store.append_event_relation(tx, "_oev")
-            self.timer.lap("orders + events insert")
-            fold_seen(
-                tx,
-                "(SELECT person_id, min(ts) AS first, max(ts) AS last FROM _oev GROUP BY person_id)",
+            main = pc.equal(sightings.column("_extra"), 0)
+            combos = sightings.filter(main)
+            keyed = [
+                self._keys(values)
+                for values in zip(*(combos.column(f"_{r}").to_pylist() for r in self.present), strict=True)
+            ]
+            con.register(
+                "_people",
+                pa.table(
+                    {
+                        "_combo": combos.column("_combo").cast(pa.int64()),
+                        "_person": pa.array(resolved, pa.string()).filter(main),
+                        "_id_type": pa.array([k[0][0] for k in keyed], pa.string()),
+                        "_id_value": pa.array([k[0][1] for k in keyed], pa.string()),
+                        "_ids": pa.array([orjson.dumps(k).decode() for k in keyed], pa.string()),
+                    }
+                ),
             )
-            apply_changes(self.ingestor.engine, self.store, tx)
+            self.timer.lap("identity graph")
+
+            # SQLite commits (and copies its write-ahead log back) while DuckDB stores the orders
+            # and their events, which need only each row's person. The ops transaction commits
+            # before the DuckDB one, which applies the change feed.
+            with self.store.transaction() as tx:
+                with alongside(ops.commit):
+                    self._insert_orders(tx, combo_key, paid_set)
+                self.timer.lap("orders + events insert (ops commit alongside)")
+                conn.close()  # back to the pool, its page cache warm, before the change feed takes one
+                apply_changes(self.ingestor.engine, self.store, tx)
         self.timer.lap("change feed")
         self.ingestor.after_commit(lambda names: _order_events(con, self.now, self.source, names))
         self.store.forget_seen_index()
@@ -931,6 +916,51 @@ class _Job:
         if progress:
             progress(fresh)
         return result, rejected, rejects
+
+    def _insert_orders(self, tx: Any, combo_key: str, paid_set: str) -> None:
+        """Store the new order rows (``_orows``, each finding its person in ``_people`` by
+        ``combo_key``) and their events in ``tx``; fold the events' times into first / last seen."""
+        received = f"TIMESTAMPTZ '{self.now.isoformat()}'"
+        src = _lit(self.source)
+        common = "'order_id', o._oid, 'channel', o._channel"
+        head = "o._person, o._id_type, o._id_value, o._ids, 'order'"
+        tx.execute(f"""CREATE OR REPLACE TEMP TABLE _orows2 AS
+            SELECT r.*, p._person, p._id_type, p._id_value, p._ids
+            FROM _orows r JOIN _people p ON p._combo = r.{combo_key}""")
+        tx.execute(f"""INSERT INTO orders BY NAME SELECT _oid AS order_id, version, _person AS person_id,
+                _status AS status, _paid AS paid_at, _amount AS amount_fen, _discount AS discount_fen,
+                _refund AS refund_fen, _items AS items, _channel AS channel, _upd AS updated_at,
+                _hash AS content_hash, {src} AS source, {received} AS received_at
+            FROM _orows2 ORDER BY _seq""")
+        tx.execute(f"""CREATE OR REPLACE TEMP TABLE _oev AS
+            SELECT u.*, {src} AS source, {received} AS received_at FROM (
+            SELECT {_uuid5("'order_paid' || chr(31) || o._oid")} AS event_id, {head} AS message_type,
+                'order_paid' AS name, o._paid AS ts,
+                json_object({common}, 'amount_fen', o._amount, 'discount_fen', o._discount,
+                    'item_count', coalesce(list_sum(list_transform(o._items, lambda x: x.quantity)), 0),
+                    'skus', list_sort(list_distinct(list_transform(o._items, lambda x: x.sku))),
+                    'categories', list_sort(list_distinct(list_filter(
+                        list_transform(o._items, lambda x: x.category), lambda c: c IS NOT NULL AND c <> '')))
+                )::VARCHAR
+                    AS properties
+            FROM _orows2 o WHERE o._status IN ({paid_set}) AND NOT o.was_paid AND o._paid IS NOT NULL
+            UNION ALL
+            SELECT {_uuid5("'order_refunded' || chr(31) || o._oid || chr(31) || o._refund::VARCHAR")},
+                {head}, 'order_refunded', o._upd,
+                json_object({common}, 'refund_fen', o._refund - o.old_refund,
+                    'total_refund_fen', o._refund)::VARCHAR
+            FROM _orows2 o WHERE o._refund > o.old_refund
+            UNION ALL
+            SELECT {_uuid5("'order_cancelled' || chr(31) || o._oid")}, {head}, 'order_cancelled', o._upd,
+                json_object({common})::VARCHAR
+            FROM _orows2 o WHERE o._status = 'cancelled' AND o.version > 1 AND o.prev_status <> 'cancelled'
+            ) u(event_id, person_id, identity_type, identity_value, identities, message_type, name, ts,
+                properties)""")
+        self.store.append_event_relation(tx, "_oev")
+        fold_seen(
+            tx,
+            "(SELECT person_id, min(ts) AS first, max(ts) AS last FROM _oev GROUP BY person_id)",
+        )
 
 
 def _order_events(con: Any, received_at: datetime, source: str, names: frozenset[str]) -> pa.Table:
