@@ -13,6 +13,7 @@ Target (issue 3): 1M customers / ~20M events simulated and loaded in ≤ 3 minut
     .venv/bin/python benchmarks/bench_simulate.py --customers 100000
     .venv/bin/python benchmarks/bench_simulate.py --customers 1000000 --skip-baseline
     .venv/bin/python benchmarks/bench_simulate.py --customers 100000 --skip-baseline --together
+    .venv/bin/python benchmarks/bench_simulate.py --customers 1000000 --skip-baseline --together-only
     .venv/bin/python benchmarks/bench_simulate.py --customers 10000000 --skip-load --skip-baseline
 """
 
@@ -24,10 +25,70 @@ import sqlite3
 import tempfile
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from _common import DATA_DIR, fmt_int, fmt_rate, fmt_s, print_footer, print_header, ratio, table, timer
 
 TARGET_SECONDS = 180.0
+
+
+def _one_after_another(
+    args: argparse.Namespace, work: Path, out: Path, rows: list[tuple[str, str, str, str]]
+) -> tuple[Any, float, float, Any]:
+    """Simulate, then load staff, customers, events and orders one after another, each timed
+    (rows added to ``rows``); returns the summary, the simulation's and the total time and the
+    store's counts."""
+    from siyu.simulate.brands import brand_named
+    from siyu.simulate.run import simulate
+
+    counts = None
+    with timer() as t_sim:
+        summary = simulate(
+            brand_named(args.brand),
+            customers=args.customers,
+            months=args.months,
+            seed=args.seed,
+            out=out,
+            end=date(2026, 11, 1),
+        )
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    rows.append(
+        (
+            "simulate",
+            fmt_s(t_sim[0]),
+            fmt_rate(summary.events, t_sim[0]),
+            f"{summary.events:,} events, {summary.orders:,} order rows, {size / 1e6:,.0f} MB",
+        )
+    )
+    total = t_sim[0]
+    if not args.skip_load:
+        from siyu.config import Settings
+        from siyu.profiles.service import stats
+        from siyu.runtime import Runtime
+        from siyu.simulate.load import LoadReport, data_files, load_file, load_staff
+
+        with Runtime.open(Settings(home=work / "home")) as rt:
+            loaded = LoadReport()
+            with timer() as t_staff:
+                load_staff(rt, out, loaded)
+            rows.append(("load staff", fmt_s(t_staff[0]), "", ""))
+            total += t_staff[0]
+            for kind, path in data_files(out):
+                with timer() as t:
+                    load_file(rt, kind, path, loaded)
+                report = loaded.reports[kind]
+                total += t[0]
+                rows.append(
+                    (
+                        f"load {kind}",
+                        fmt_s(t[0]),
+                        fmt_rate(report.rows, t[0], "rows/s"),
+                        f"{report.rows:,} rows, {report.rejected:,} rejected",
+                    )
+                )
+            counts = stats(rt.engine, rt.events)
+        rows.append(("**total**", f"**{fmt_s(total)}**", fmt_rate(summary.events, total), str(counts)))
+    return summary, t_sim[0], total, counts
 
 
 def main() -> None:
@@ -43,62 +104,30 @@ def main() -> None:
         action="store_true",
         help="also time simulate_and_load (`siyu simulate --load`: customers imported while events are simulated)",
     )
+    parser.add_argument(
+        "--together-only",
+        action="store_true",
+        help="time only simulate_and_load, the path of `siyu simulate --load` (no steps one by one, no baseline)",
+    )
     args = parser.parse_args()
+    if args.together_only:
+        args.together, args.skip_baseline = True, True
 
     from siyu.simulate.brands import brand_named
-    from siyu.simulate.run import simulate
 
     print_header(f"simulate {args.customers:,} customers of {args.brand} over {args.months} months, then load")
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="siyu-bench-sim-", dir=DATA_DIR))
+    rows: list[tuple[str, str, str, str]] = []
+    total = 0.0
+    counts = None
+    best = None  # the time the target is judged on: at once when measured, else one after another
     try:
         out = work / "sim"
-        with timer() as t_sim:
-            summary = simulate(
-                brand_named(args.brand),
-                customers=args.customers,
-                months=args.months,
-                seed=args.seed,
-                out=out,
-                end=date(2026, 11, 1),
-            )
-        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        rows = [
-            (
-                "simulate",
-                fmt_s(t_sim[0]),
-                fmt_rate(summary.events, t_sim[0]),
-                f"{summary.events:,} events, {summary.orders:,} order rows, {size / 1e6:,.0f} MB",
-            ),
-        ]
-        total = t_sim[0]
-        if not args.skip_load:
-            from siyu.config import Settings
-            from siyu.profiles.service import stats
-            from siyu.runtime import Runtime
-            from siyu.simulate.load import LoadReport, data_files, load_file, load_staff
-
-            with Runtime.open(Settings(home=work / "home")) as rt:
-                loaded = LoadReport()
-                with timer() as t_staff:
-                    load_staff(rt, out, loaded)
-                rows.append(("load staff", fmt_s(t_staff[0]), "", ""))
-                total += t_staff[0]
-                for kind, path in data_files(out):
-                    with timer() as t:
-                        load_file(rt, kind, path, loaded)
-                    report = loaded.reports[kind]
-                    total += t[0]
-                    rows.append(
-                        (
-                            f"load {kind}",
-                            fmt_s(t[0]),
-                            fmt_rate(report.rows, t[0], "rows/s"),
-                            f"{report.rows:,} rows, {report.rejected:,} rejected",
-                        )
-                    )
-                counts = stats(rt.engine, rt.events)
-            rows.append(("**total**", f"**{fmt_s(total)}**", fmt_rate(summary.events, total), str(counts)))
+        summary = None
+        simulated = 0.0
+        if not args.together_only:
+            summary, simulated, total, counts = _one_after_another(args, work, out, rows)
         if args.together:
             from siyu.config import Settings
             from siyu.profiles.service import stats
@@ -115,18 +144,21 @@ def main() -> None:
                     out=work / "sim-together",
                     end=date(2026, 11, 1),
                 )
-                same = "not compared" if args.skip_load else str(stats(rt.engine, rt.events) == counts)
+                found = stats(rt.engine, rt.events)
+            best = t_both[0]
+            same = str(found) if counts is None else f"same counts: {found == counts}"
+            compared = "" if args.together_only else f"ours / the steps one after another {ratio(t_both[0], total)}; "
             rows.append(
                 (
                     "**simulate + load at once**",
                     f"**{fmt_s(t_both[0])}**",
                     fmt_rate(both.events, t_both[0]),
-                    f"ours / the steps one after another {ratio(t_both[0], total)}; same counts: {same}",
+                    compared + same,
                 )
             )
         print(table(["step", "time", "rate", "size / outcome"], rows))
 
-        if not args.skip_baseline:
+        if not args.skip_baseline and summary is not None:
             import numpy as np
             import pandas as pd
 
@@ -161,25 +193,27 @@ def main() -> None:
                             "numpy + pandas → Parquet, same rows × 19 columns",
                             fmt_s(t_gen[0]),
                             fmt_rate(n, t_gen[0]),
-                            ratio(t_sim[0], t_gen[0]),
+                            ratio(simulated, t_gen[0]),
                         ),
                         (
                             "pandas read_parquet → to_sql SQLite (events file)",
                             fmt_s(t_load[0]),
                             fmt_rate(n, t_load[0]),
-                            ratio(total - t_sim[0], t_load[0]) if not args.skip_load else "n/a",
+                            ratio(total - simulated, t_load[0]) if not args.skip_load else "n/a",
                         ),
                     ],
                 )
             )
         if not args.skip_load:
+            judged = total if best is None else best
+            how = "one step after another" if best is None else "at once"
             if args.customers >= 1_000_000:
-                verdict = "met" if total <= TARGET_SECONDS else "not met"
+                verdict = "met" if judged <= TARGET_SECONDS else "not met"
             else:
                 verdict = "the target is for 1,000,000 customers"
             print(
                 f"\ntarget: 1M customers simulated and loaded in ≤ {TARGET_SECONDS:.0f} s — "
-                f"this run: {fmt_int(args.customers)} customers in {fmt_s(total)} ({verdict})"
+                f"this run: {fmt_int(args.customers)} customers in {fmt_s(judged)}, {how} ({verdict})"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

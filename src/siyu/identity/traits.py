@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,19 +33,22 @@ def upsert_traits(conn: Connection, rows: list[dict[str, Any]]) -> None:
 _SCALARS = (str, int)  # not float: 0.0 and -0.0 are equal keys with different texts
 
 
-def write_trait_rows(conn: Connection, rows: list[tuple[str, str, Any, datetime]]) -> None:
+def write_trait_rows(
+    conn: Connection, rows: Sequence[tuple[str, str, Any, datetime | str]], *, stamps_as_text: bool = False
+) -> None:
     """Insert or replace trait rows ``(person_id, key, value, updated_at)``, given in primary-key order.
 
     SQLAlchemy's per-row JSON and date processing dominated large identify batches; values are
     serialised here as its JSON type stores them (``json.dumps``: :func:`json_text`; each distinct
     scalar once), dates as SQLite stores them. Primary-key order is several times faster than a
-    random one on a large table (B-tree pages shared).
+    random one on a large table (B-tree pages shared). ``stamps_as_text``: on SQLite, the times
+    are given as that text already (:func:`~siyu.store.ops.upsert.micros_texts`).
     """
     if not rows:
         return
     pg = conn.dialect.name == "postgresql"
     stamps = [r[3] for r in rows]
-    if not pg:  # as text, each distinct time converted once (a profile's traits share theirs)
+    if not pg and not stamps_as_text:  # as text, each distinct time converted once (a profile's traits share theirs)
         stamps = sqlite_texts(stamps)
     texts: dict[tuple[type, Any], str] = {}
 

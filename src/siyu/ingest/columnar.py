@@ -53,7 +53,7 @@ from siyu.ingest.validate import EARLIEST, Checked
 from siyu.perf import StageTimer, alongside, gc_paused
 from siyu.store.events import EVENTS_ARROW
 from siyu.store.feed import Change, apply_changes, insert_changes
-from siyu.store.ops.upsert import json_text, stored_json_values
+from siyu.store.ops.upsert import json_text, micros_texts, stored_json_values
 from siyu.store.state import fold_seen
 from siyu.timeutil import column_micros, micros_datetimes
 
@@ -447,8 +447,13 @@ class _Job:
                 }
             ),
         )
-        upserts: list[tuple[str, str, Any, datetime]] = []
+        upserts: list[tuple[str, str, Any, datetime | str]] = []
         feed: list[Change] = []
+        # On SQLite the trait rows take their times as its text, all converted at once here.
+        as_text = conn.dialect.name == "sqlite"
+        updated: Sequence[datetime | str] = (
+            micros_texts(column_micros(data.column("_ts")), "sqlite") if as_text else stamps
+        )
         try:
             for k, c in enumerate(latest):
                 col = tvals[traits.index(c)]
@@ -479,7 +484,7 @@ class _Job:
                 for i, before, final, differs, event_id in outcome:
                     person = people[i]
                     if final:
-                        upserts.append((person, c, col[i], stamps[i]))
+                        upserts.append((person, c, col[i], updated[i]))
                     if differs:
                         old = None if before is None else stored[old_key[before]]
                         payload = {"key": c, "old": old, "new": col[i], "message_id": mids[i]}
@@ -487,7 +492,7 @@ class _Job:
         finally:
             con.unregister("_st")
         upserts.sort()  # primary-key order; (person, key) pairs are distinct, so values are never compared
-        write_trait_rows(conn, upserts)
+        write_trait_rows(conn, upserts, stamps_as_text=as_text)
         insert_changes(conn, feed)
         return changed + len(feed)
 
