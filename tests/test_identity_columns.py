@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 import siyu.identity.graph as graph_module
 from siyu.identity.graph import IdentityRules
 from siyu.identity.resolve import Resolution, Sighting, resolve_sightings
-from siyu.identity.vectorised import SightingColumns, resolve_columns
+from siyu.identity.vectorised import SightingColumns, partition_sightings, resolve_columns
 from siyu.store.ops.engine import make_engine, upgrade
 from test_identity_bulk import NOW, RULES, T0, sightings, snapshot, wipe
 
@@ -139,6 +139,37 @@ def test_sightings_of_stored_persons_skip_the_graph_unless_another_component_tou
     by_method = graph_calls[0] - calls_before - 2 * len(before)
     # The graph way resolves all 7; the columns way all but the known component's two and the new one.
     assert by_method == len(batch) + len(batch) - 3
+
+
+def test_a_partition_made_beforehand_gives_the_same_outcome_and_must_be_of_the_same_sightings(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that partitioned the sightings already (the orders import asks which are simple
+    or known first) hands that partition over: the stored identities are read once, with the same
+    stores as a fresh partition; a partition of other sightings is refused."""
+    import siyu.identity.vectorised as vectorised
+
+    data = sightings(300, seed=11)
+    earlier, later = data[: len(data) // 2], data[len(data) // 2 :]
+    _, (fresh_result, fresh_store) = both_ways(engine, RULES, [earlier], later)
+    wipe(engine)
+    make_id = counter()
+    with engine.begin() as conn:  # as both_ways stores them
+        resolve_sightings(conn, RULES, earlier, trait_strategies={}, now=NOW, make_id=make_id)
+    reads: list[str] = []
+    real = vectorised._stored
+    monkeypatch.setattr(vectorised, "_stored", lambda *a: reads.append("read") or real(*a))
+    cols = columns(later, RULES.priority)
+    with engine.begin() as conn:
+        part = partition_sightings(conn, RULES, cols)
+        result = resolve_columns(conn, RULES, cols, trait_strategies={}, now=NOW, make_id=make_id, partition=part)
+    with engine.connect() as conn:
+        assert snapshot(conn) == fresh_store
+    assert result == fresh_result
+    assert reads == ["read"]
+    wrong = f"partition is of {len(later)} sightings, not these {len(later) - 1}"
+    with engine.begin() as conn, pytest.raises(ValueError, match=wrong):
+        resolve_columns(conn, RULES, columns(later[1:], RULES.priority), trait_strategies={}, now=NOW, partition=part)
 
 
 def test_the_full_scan_of_stored_identities_finds_the_same_owners(engine: Engine, monkeypatch) -> None:

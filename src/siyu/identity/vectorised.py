@@ -111,13 +111,15 @@ def resolve_columns(
     trait_strategies: Mapping[str, str],
     now: datetime,
     make_id: Callable[[], str] | None = None,
+    partition: Partition | None = None,
 ) -> Resolution:
     """Resolve ``sightings`` in order and write the outcome in ``conn``'s transaction.
 
     Same outcome as :func:`~siyu.identity.resolve.resolve_sightings` over the same sightings (see
-    the module docstring); ``people`` holds each sighting's surviving person.
+    the module docstring); ``people`` holds each sighting's surviving person. ``partition`` is
+    :func:`partition_sightings` of these very sightings, when the caller has it already.
     """
-    decision = decide_columns(conn, rules, sightings, make_id=make_id)
+    decision = decide_columns(conn, rules, sightings, make_id=make_id, partition=partition)
     decision.write(conn, trait_strategies=trait_strategies, now=now)
     return decision.resolution()
 
@@ -130,9 +132,15 @@ def shortcut_sightings(
 
     Repeating a sighting changes neither: a repeat carries identities seen before, so it is never a
     creator. Components are disjoint, so the rest of a batch can be resolved apart from them."""
+    return partition_sightings(conn, rules, sightings).shortcuts()
+
+
+def partition_sightings(conn: Connection, rules: IdentityRules, sightings: SightingColumns) -> Partition:
+    """The components of ``sightings``' identities against the stored ones (which it reads): what
+    :func:`shortcut_sightings` answers from, and what :func:`decide_columns` starts from. Valid
+    for these sightings until the ops store changes."""
     types = [t for t in rules.priority if t in sightings.identities]
-    part = _partition(conn, rules, types, [_array(sightings.identities[t]) for t in types], len(sightings))
-    return np.asarray(~part.in_graph & ~part.known_rows), np.asarray(part.known_rows)
+    return _partition(conn, rules, types, [_array(sightings.identities[t]) for t in types], len(sightings))
 
 
 def decide_columns(
@@ -141,11 +149,13 @@ def decide_columns(
     sightings: SightingColumns,
     *,
     make_id: Callable[[], str] | None = None,
+    partition: Partition | None = None,
 ) -> Decision:
     """Decide every sighting's person (reading the stored identities through ``conn``); write nothing.
 
     A caller may hand the :class:`Decision`'s ``write`` to another thread while it stores the
-    events, which need only ``people``.
+    events, which need only ``people``. ``partition``: :func:`partition_sightings` of these
+    sightings, if the caller made it (the stored identities are then not read again).
     """
     unknown = set(sightings.identities) - set(rules.priority)
     if unknown:
@@ -155,7 +165,9 @@ def decide_columns(
     types = [t for t in rules.priority if t in sightings.identities]
     columns = [_array(sightings.identities[t]) for t in types]
     n = len(sightings)
-    part = _partition(conn, rules, types, columns, n)
+    part = _partition(conn, rules, types, columns, n) if partition is None else partition
+    if len(part.comp) != n:
+        raise ValueError(f"the partition is of {len(part.comp)} sightings, not these {n}")
     timer.lap("partition")
     first_us, last_us = column_micros(sightings.first), column_micros(sightings.last)
     with gc_paused():
@@ -196,7 +208,7 @@ def decide_columns(
 
 
 @dataclass(frozen=True)
-class _Partition:
+class Partition:
     """The identity codes' components, and which sightings the graph must take."""
 
     n_comps: int
@@ -213,8 +225,12 @@ class _Partition:
     dictionaries: list[pa.Array]  # per type: its distinct values (code = offset + position)
     offsets: list[int]
 
+    def shortcuts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per sighting: in a simple component; in a known one (:func:`shortcut_sightings`)."""
+        return np.asarray(~self.in_graph & ~self.known_rows), np.asarray(self.known_rows)
 
-def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns: list[pa.Array], n: int) -> _Partition:
+
+def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns: list[pa.Array], n: int) -> Partition:
     """Components, creators and the graph's share of ``n`` sightings given as identity ``columns``."""
     # Every (sighting, identity) occurrence, ordered by sighting and, within one, by priority;
     # each distinct identity gets a code: codes[offsets[r]:offsets[r + 1]] are type r's values.
@@ -284,7 +300,7 @@ def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns
         known_rows = (comp >= 0) & known[np.maximum(comp, 0)]
     else:
         in_graph, known_rows = np.ones(n, bool), np.zeros(n, bool)
-    return _Partition(
+    return Partition(
         n_comps,
         comp,
         label,
@@ -301,7 +317,7 @@ def _partition(conn: Connection, rules: IdentityRules, types: list[str], columns
     )
 
 
-def _known_spans(part: _Partition, first_us: np.ndarray, last_us: np.ndarray) -> dict[str, tuple[datetime, datetime]]:
+def _known_spans(part: Partition, first_us: np.ndarray, last_us: np.ndarray) -> dict[str, tuple[datetime, datetime]]:
     """First / last seen over each known component's sightings, by its person."""
     if not part.known.any():
         return {}
@@ -317,7 +333,7 @@ def _known_spans(part: _Partition, first_us: np.ndarray, last_us: np.ndarray) ->
 
 
 def _component_spans(
-    part: _Partition, rows: np.ndarray, first_us: np.ndarray, last_us: np.ndarray
+    part: Partition, rows: np.ndarray, first_us: np.ndarray, last_us: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per component, the earliest first and latest last seen (µs) over the sightings ``rows``."""
     comp = part.comp[rows]
@@ -329,7 +345,7 @@ def _component_spans(
 
 
 def _new_rows(
-    part: _Partition,
+    part: Partition,
     simple_creators: np.ndarray,
     ids: list[str],
     person_of_comp: np.ndarray,

@@ -45,7 +45,7 @@ from sqlalchemy import Connection
 from siyu.identity.graph import Key
 from siyu.identity.normalize import IdentityValueError
 from siyu.identity.traits import TraitUpdate, apply_trait_updates, write_trait_rows
-from siyu.identity.vectorised import SightingColumns, resolve_columns, shortcut_sightings
+from siyu.identity.vectorised import SightingColumns, partition_sightings, resolve_columns, shortcut_sightings
 from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
@@ -863,7 +863,8 @@ class _Job:
             # customers), the chunks cannot change the outcome (first / last seen are a minimum and
             # a maximum) and the file is resolved at once; otherwise chunk by chunk, as the row path.
             sightings = combo_sightings("_file_combo")
-            simple, known = shortcut_sightings(conn, rules, columns(sightings))
+            partition = partition_sightings(conn, rules, columns(sightings))
+            simple, known = partition.shortcuts()
             at_once = bool((simple | known).all())
             combo_key = "_file_combo" if at_once else "_combo"  # how each order row finds its person
             if not at_once:
@@ -881,6 +882,7 @@ class _Job:
                     trait_strategies=self.settings.trait_strategies,
                     now=self.now,
                     make_id=self.ingestor.make_id,
+                    partition=partition if at_once else None,  # at once: the same sightings
                 )
                 result.count(resolution)
                 resolved += resolution.people
