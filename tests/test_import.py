@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from siyu.cli.main import app
 from siyu.config import Settings
-from siyu.ingest.files import import_file
+from siyu.ingest.files import ImportFileError, import_file
 from siyu.runtime import Runtime
 
 runner = CliRunner()
@@ -72,6 +72,28 @@ def test_unknown_kind_and_missing_file_fail_cleanly(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "unknown kind" in result.output
     result = runner.invoke(app, ["--home", str(tmp_path / "h"), "import", "events", str(tmp_path / "nope.csv")])
     assert result.exit_code != 0 and "no such file" in result.output
+
+
+@pytest.mark.parametrize("kind", ["events", "orders", "customers"])
+def test_a_file_that_is_not_parquet_fails_cleanly_and_stores_nothing(tmp_path: Path, kind: str) -> None:
+    """Another format named .parquet, and a real Parquet file cut short: one clear error naming the
+    file (no traceback), through the CLI and import_file, and nothing stored."""
+    whole = tmp_path / "whole.parquet"
+    pq.write_table(pa.table({"message_id": ["a", "b"], "event": ["view", "view"], "userId": ["u1", "u2"]}), whole)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    other = tmp_path / "other.parquet"
+    other.write_text("message_id,event\na,view\n")
+    home = tmp_path / "home"
+    for file in (cut, other):
+        result = runner.invoke(app, ["--home", str(home), "import", kind, str(file)])
+        assert result.exit_code == 1, result.output
+        assert f"{file.name}: not a readable Parquet file" in result.output
+        assert "Traceback" not in result.output
+        with Runtime.open(Settings(home=home)) as rt, pytest.raises(ImportFileError, match="not a readable Parquet"):
+            import_file(rt.ingestor, file, kind)  # type: ignore[arg-type]
+        assert not file.with_name(file.name + ".rejects.jsonl").exists()
+    assert json.loads(cli(home, "stats", "--json")) == {"persons": 0, "identities": 0, "events": 0, "orders": 0}
 
 
 def _hostile_table(now: datetime) -> pa.Table:

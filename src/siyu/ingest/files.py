@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from siyu.ingest.pipeline import Ingestor, IngestResult
@@ -92,11 +93,20 @@ def _format(path: Path) -> str:
     raise ImportFileError(f"{path.name}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
 
 
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    """The Parquet file at ``path``, its footer read; a file that is not one (corrupt, cut short,
+    another format named .parquet) is an :class:`ImportFileError` saying so."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ImportFileError(f"{path.name}: not a readable Parquet file ({exc})") from None
+
+
 def count_rows(path: Path) -> int:
     """Rows in the file (for progress)."""
     fmt = _format(path)
     if fmt == "parquet":
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        return int(_parquet_file(path).metadata.num_rows)
     with path.open("rb") as fh:
         lines = sum(1 for line in fh if line.strip())
     return max(lines - 1, 0) if fmt == "csv" else lines
@@ -129,7 +139,7 @@ def read_rows(path: Path) -> Iterator[Row]:
                     continue
                 yield number, {k: v for k, v in row.items() if v not in ("", None)}
     else:
-        parquet = pq.ParquetFile(path)
+        parquet = _parquet_file(path)
         number = 0
         for batch in parquet.iter_batches(batch_size=20_000):
             for record in batch.to_pylist():
@@ -221,6 +231,8 @@ def import_file(
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
     fmt = _format(path)
+    if fmt == "parquet":
+        _parquet_file(path)  # before any path reads it: one clear error for a file that is not Parquet
     flat = fmt != "jsonl"
     report = ImportReport(path)
     rejects_path = path.with_name(path.name + ".rejects.jsonl")
