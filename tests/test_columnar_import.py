@@ -248,6 +248,26 @@ def test_columnar_orders_match_the_row_path(
     assert fast[2][0]["accepted"] == 0
 
 
+def test_columnar_orders_whose_items_have_no_category_match_the_row_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Items without a ``category`` field (it is optional): checked, sized and stored as the row
+    path does (the size check once named the missing field, a binder error)."""
+    table = _orders(random.Random(8), 80)
+    item = pa.struct([("sku", pa.string()), ("quantity", pa.int64()), ("price_fen", pa.int64())])
+    items = [
+        None if order is None else [{k: v for k, v in i.items() if k != "category"} for i in order]
+        for order in table.column("items").to_pylist()
+    ]
+    table = table.set_column(table.schema.get_field_index("items"), "items", pa.array(items, pa.list_(item)))
+    file = tmp_path / "o.parquet"
+    pq.write_table(table, file)
+    urls = [f"sqlite:///{(tmp_path / f'ops-{i}.sqlite').resolve()}" for i in range(2)]
+    fast, slow = _both_paths(tmp_path, urls, "orders", [file], chunk_rows=11, caplog=caplog)
+    assert fast == slow
+    assert fast[0][0]["accepted"] > 0 and fast[0][0]["rejected"] > 0
+
+
 def _profiles(rng: random.Random, persons: int, shared: int) -> pa.Table:
     """Customers as the simulator writes them: most persons hold identities of their own and send
     several identify rows (times out of order, traits changing, some rows repeating a value);

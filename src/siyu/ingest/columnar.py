@@ -296,7 +296,8 @@ class _Job:
             if _is_text(t):
                 parts.append(f"coalesce({_json_bytes(_q(col))}, 0)")
             elif role == "items":
-                item = f"{_json_bytes('x.sku')} + coalesce({_json_bytes('x.category')}, 0) + 120"
+                category = f" + coalesce({_json_bytes('x.category')}, 0)" if "category" in t.value_type.names else ""
+                item = f"{_json_bytes('x.sku')}{category} + 120"
                 parts.append(f"coalesce(list_sum(list_transform({_q(col)}, lambda x: {item})), 0)")
             parts.append(str(len(col) + 40))
         return f"({' + '.join(parts) or '0'}) > {self.settings.max_message_bytes}"
