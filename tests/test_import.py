@@ -475,3 +475,42 @@ def test_sparse_properties_give_the_row_paths_json_text(
         ).decode()
     )
     assert "{}" in {p for _, p in texts[True]}  # rows holding no property
+
+
+def test_a_csv_with_a_byte_order_mark_keeps_its_first_column(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a byte-order mark: it is not part of the first column's name
+    (the messageId stays the idempotency key, not a property named "\\ufeffmessage_id")."""
+    f = tmp_path / "events.csv"
+    f.write_bytes("\ufeffmessage_id,event,userId,城市\nb1,view,u1,北京\n".encode())
+    home = tmp_path / "home"
+    first = json.loads(cli(home, "import", "events", str(f), "--json"))
+    assert first == {"accepted": 1, "rejected": 0, "duplicates": 0}
+    assert json.loads(cli(home, "import", "events", str(f), "--json"))["duplicates"] == 1
+    with Runtime.open(Settings(home=home)) as rt:
+        stored = rt.events.cursor().execute("SELECT event_id, properties FROM events WHERE name = 'view'").fetchall()
+    assert [(event_id, json.loads(props)) for event_id, props in stored] == [("b1", {"城市": "北京"})]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("message_id,event,userId,userId", "the column 'userId' appears twice"),
+        ("messageId,event,userId,message_id", "the columns 'messageId' and 'message_id' both mean 'messageId'"),
+        ("message_id,event,user_id,userId", "the columns 'user_id' and 'userId' both mean 'userId'"),
+    ],
+)
+def test_a_column_named_twice_fails_the_file_and_stores_nothing(tmp_path: Path, header: str, message: str) -> None:
+    """Which of two columns for one field a row means cannot be known: the file is refused (CSV
+    header or Parquet schema), naming the columns, before any row is stored."""
+    csv_file = tmp_path / "events.csv"
+    csv_file.write_text(header + "\n" + "\n".join(f"m{i},view,u{i},u{i + 100}" for i in range(30)) + "\n")
+    parquet_file = tmp_path / "events.parquet"
+    names = header.split(",")
+    columns = [pa.array([f"{n}-{i}" for i in range(30)], pa.string()) for n in names]
+    pq.write_table(pa.Table.from_arrays(columns, names=names), parquet_file)
+    home = tmp_path / "home"
+    for file in (csv_file, parquet_file):
+        result = runner.invoke(app, ["--home", str(home), "import", "events", str(file)])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not file.with_name(file.name + ".rejects.jsonl").exists()
+    assert json.loads(cli(home, "stats", "--json"))["events"] == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +102,22 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         raise ImportFileError(f"{path.name}: not a readable Parquet file ({exc})") from None
 
 
+def check_columns(path: Path, names: Sequence[str]) -> None:
+    """A CSV header or Parquet schema naming one field twice, directly (``userId`` twice) or
+    through an alias (``messageId`` and ``message_id``), is an :class:`ImportFileError`: which
+    of the two a row means cannot be known."""
+    seen: dict[str, str] = {}
+    for name in names:
+        field = _ALIASES.get(name, name)
+        first = seen.get(field)
+        if first is None:
+            seen[field] = name
+        elif first == name:
+            raise ImportFileError(f"{path.name}: the column {name!r} appears twice")
+        else:
+            raise ImportFileError(f"{path.name}: the columns {first!r} and {name!r} both mean {field!r}; keep one")
+
+
 def count_rows(path: Path) -> int:
     """Rows in the file (for progress)."""
     fmt = _format(path)
@@ -125,10 +141,12 @@ def read_rows(path: Path) -> Iterator[Row]:
                 except orjson.JSONDecodeError as exc:
                     yield number, f"not valid UTF-8 JSON: {exc}"
     elif fmt == "csv":
-        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        # utf-8-sig: a byte-order mark (Excel writes one before "CSV UTF-8") is not part of the first column's name
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames:
                 raise ImportFileError(f"{path.name}: empty CSV (no header line)")
+            check_columns(path, reader.fieldnames)
             for row in reader:
                 number = reader.line_num
                 if None in row:
@@ -231,8 +249,8 @@ def import_file(
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file")
     fmt = _format(path)
-    if fmt == "parquet":
-        _parquet_file(path)  # before any path reads it: one clear error for a file that is not Parquet
+    if fmt == "parquet":  # before any path reads it: one clear error for a file that is not Parquet
+        check_columns(path, _parquet_file(path).schema_arrow.names)
     flat = fmt != "jsonl"
     report = ImportReport(path)
     rejects_path = path.with_name(path.name + ".rejects.jsonl")
