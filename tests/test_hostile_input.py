@@ -255,6 +255,39 @@ def test_escaped_surrogate_pairs_are_valid_and_stored_verbatim(api) -> None:
     assert props == {"name": "\U0001f600 好"}
 
 
+@pytest.mark.parametrize("number", ["100000000000000000000", "-9223372036854775809", "1" + "0" * 40])
+def test_integers_past_64_bits_are_refused_not_rounded_into_floats(api, unchanged, number: str) -> None:
+    """orjson reads an integer past 64 bits as a float, dropping digits (an order number would be
+    stored wrong without a word); such a body is refused, naming the number."""
+    for where in ('"properties": {"order_no": %s}', '"properties": {"a": [1, {"b": %s}]}'):
+        body = (
+            '{"batch": [{"type": "track", "event": "paid", "messageId": "m1", "userId": "U-1", '
+            + (where % number)
+            + "}]}"
+        ).encode()
+        r = api.client.post("/v1/batch", content=body, headers={**WRITE, "Content-Type": "application/json"})
+        error = rejected(api, r, 400)
+        assert error["code"] == "invalid_json" and "integer out of the 64-bit range" in error["message"]
+
+
+def test_long_digit_runs_that_are_not_huge_integers_are_read_as_before(api) -> None:
+    """Twenty digits or more inside a string, in a float, or the largest 64-bit integers: stored as given."""
+    body = (
+        b'{"batch": [{"type": "track", "event": "paid", "messageId": "m-digits", "userId": "U-1", '
+        b'"properties": {"no": "123456789012345678901234567890", "x": 1.0000000000000000000001, '
+        b'"top": 18446744073709551615, "low": -9223372036854775808}}]}'
+    )
+    r = api.client.post("/v1/batch", content=body, headers={**WRITE, "Content-Type": "application/json"})
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 422:  # the checks refuse what does not fit a signed 64-bit integer, by its field
+        assert fields_of(r.json()["error"]) == [(0, "properties.top")], r.text
+        body = body.replace(b'"top": 18446744073709551615, ', b"")
+        r = api.client.post("/v1/batch", content=body, headers={**WRITE, "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+    props = json.loads(api.duck("SELECT properties FROM events WHERE event_id = 'm-digits'")[0][0])
+    assert props["no"] == "123456789012345678901234567890" and props["x"] == 1.0 and props["low"] == -(2**63)
+
+
 def test_non_json_body_is_400(api, unchanged) -> None:
     r = api.client.post("/v1/batch", content=b"batch=1&x=2", headers={**WRITE, "Content-Type": "application/json"})
     rejected(api, r, 400)

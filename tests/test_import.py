@@ -514,3 +514,14 @@ def test_a_column_named_twice_fails_the_file_and_stores_nothing(tmp_path: Path, 
         assert result.exit_code == 1 and message in result.output, result.output
         assert not file.with_name(file.name + ".rejects.jsonl").exists()
     assert json.loads(cli(home, "stats", "--json"))["events"] == 0
+
+
+def test_jsonl_lines_with_integers_past_64_bits_are_rejected_not_rounded(tmp_path: Path) -> None:
+    f = tmp_path / "events.jsonl"
+    good = {"type": "track", "messageId": "a", "event": "paid", "userId": "u1", "properties": {"no": 2**63 - 1}}
+    huge = {"type": "track", "messageId": "b", "event": "paid", "userId": "u1", "properties": {"no": 10**30}}
+    f.write_bytes(orjson.dumps(good) + b"\n" + json.dumps(huge).encode() + b"\n")
+    out = json.loads(cli(tmp_path / "home", "import", "events", str(f), "--json"))
+    assert out == {"accepted": 1, "rejected": 1, "duplicates": 0}
+    (reject,) = [json.loads(x) for x in (tmp_path / "events.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert reject["line"] == 2 and "integer out of the 64-bit range: 1000000000000000000000000000000" in str(reject)

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
+from siyu import jsontext
 from siyu.api.keys import KeyKind, key_kind
 from siyu.config import Settings
 from siyu.runtime import Runtime
@@ -123,7 +124,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def parse_json(body: bytes) -> Any:
     """``body`` parsed as JSON, or a 400 :class:`ApiError`."""
     try:
-        return orjson.loads(body)
+        return jsontext.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"body is not valid UTF-8 JSON: {exc}") from exc
 

@@ -18,6 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from siyu import jsontext
 from siyu.ingest.pipeline import Ingestor, IngestResult
 from siyu.ingest.validate import FieldError
 
@@ -137,7 +138,7 @@ def read_rows(path: Path) -> Iterator[Row]:
                 if not line.strip():
                     continue
                 try:
-                    yield number, orjson.loads(line)
+                    yield number, jsontext.loads(line)
                 except orjson.JSONDecodeError as exc:
                     yield number, f"not valid UTF-8 JSON: {exc}"
     elif fmt == "csv":
@@ -172,7 +173,7 @@ def _has_surrogate(text: str | None) -> bool:
 def _json_field(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "{[":
         try:
-            return orjson.loads(value)
+            return jsontext.loads(value)
         except orjson.JSONDecodeError:
             return value
     return value
