@@ -525,3 +525,21 @@ def test_jsonl_lines_with_integers_past_64_bits_are_rejected_not_rounded(tmp_pat
     assert out == {"accepted": 1, "rejected": 1, "duplicates": 0}
     (reject,) = [json.loads(x) for x in (tmp_path / "events.jsonl.rejects.jsonl").read_text().splitlines()]
     assert reject["line"] == 2 and "integer out of the 64-bit range: 1000000000000000000000000000000" in str(reject)
+
+
+def test_a_jsonl_object_naming_one_field_twice_is_rejected_by_line(tmp_path: Path) -> None:
+    """JSONL lines are messages; one holding both spellings of a field (messageId and message_id)
+    is rejected with the keys named, the other lines stored."""
+    f = tmp_path / "events.jsonl"
+    good = {"type": "track", "messageId": "a", "event": "view", "userId": "u1"}
+    both = {"type": "track", "messageId": "b", "message_id": "c", "event": "view", "userId": "u1"}
+    users = {"type": "track", "messageId": "d", "event": "view", "userId": "u1", "user_id": "u2"}
+    f.write_bytes(b"\n".join(orjson.dumps(m) for m in (good, both, users)) + b"\n")
+    out = json.loads(cli(tmp_path / "home", "import", "events", str(f), "--json"))
+    assert out == {"accepted": 1, "rejected": 2, "duplicates": 0}
+    rejects = [json.loads(x) for x in (tmp_path / "events.jsonl.rejects.jsonl").read_text().splitlines()]
+    reasons = {r["line"]: r["errors"][0]["reason"] for r in rejects}
+    assert reasons == {
+        2: "the keys 'messageId' and 'message_id' both mean 'messageId'; keep one",
+        3: "the keys 'userId' and 'user_id' both mean 'userId'; keep one",
+    }

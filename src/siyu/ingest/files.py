@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -103,10 +103,9 @@ def _parquet_file(path: Path) -> pq.ParquetFile:
         raise ImportFileError(f"{path.name}: not a readable Parquet file ({exc})") from None
 
 
-def check_columns(path: Path, names: Sequence[str]) -> None:
-    """A CSV header or Parquet schema naming one field twice, directly (``userId`` twice) or
-    through an alias (``messageId`` and ``message_id``), is an :class:`ImportFileError`: which
-    of the two a row means cannot be known."""
+def _named_twice(names: Iterable[str], what: str) -> str | None:
+    """Why ``names`` name one field twice, directly or through an alias (``messageId`` and
+    ``message_id``), or None; ``what`` is "column" or "key"."""
     seen: dict[str, str] = {}
     for name in names:
         field = _ALIASES.get(name, name)
@@ -114,9 +113,18 @@ def check_columns(path: Path, names: Sequence[str]) -> None:
         if first is None:
             seen[field] = name
         elif first == name:
-            raise ImportFileError(f"{path.name}: the column {name!r} appears twice")
+            return f"the {what} {name!r} appears twice"
         else:
-            raise ImportFileError(f"{path.name}: the columns {first!r} and {name!r} both mean {field!r}; keep one")
+            return f"the {what}s {first!r} and {name!r} both mean {field!r}; keep one"
+    return None
+
+
+def check_columns(path: Path, names: Sequence[str]) -> None:
+    """A CSV header or Parquet schema naming one field twice is an :class:`ImportFileError`:
+    which of the two a row means cannot be known."""
+    why = _named_twice(names, "column")
+    if why is not None:
+        raise ImportFileError(f"{path.name}: {why}")
 
 
 def count_rows(path: Path) -> int:
@@ -310,9 +318,13 @@ def import_file(
     raws: list[Any] = []
     for number, record in read_rows(path):
         report.rows += 1
-        if isinstance(record, str):
+        # A line that could not be read, or a JSONL object with messageId and message_id (which one is meant?)
+        problem = record if isinstance(record, str) else None
+        if problem is None and not flat and isinstance(record, dict):
+            problem = _named_twice(map(str, record), "key")
+        if problem is not None:
             report.rejected += 1
-            rejects.append(orjson.dumps({"line": number, "errors": [{"field": "", "reason": record}]}))
+            rejects.append(orjson.dumps({"line": number, "errors": [{"field": "", "reason": problem}]}))
             if progress:
                 progress(1)
             continue
