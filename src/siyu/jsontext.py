@@ -12,6 +12,8 @@ import orjson
 # digits. The shortest texts that can be one: twenty digits (2**64 has 20), or a minus sign and
 # nineteen (-2**63 - 1 has 19).
 _LONG_DIGITS = re.compile(rb"\d{20}|-\d{19}")
+# What orjson reads exactly: signed 64-bit and, above it, unsigned (which the checks then refuse
+# by its field: stored integers are signed).
 _SMALLEST, _LARGEST = -(2**63), 2**64 - 1
 
 
@@ -28,18 +30,21 @@ def loads(data: bytes | str) -> Any:
     if _LONG_DIGITS.search(raw) is None:
         return value
 
-    def integer(text: str) -> int:
-        number = int(text)
-        if not _SMALLEST <= number <= _LARGEST:
-            raise ValueError(f"integer out of the 64-bit range: {text[:40]}{'…' if len(text) > 40 else ''}")
-        return number
-
     try:
-        json.loads(raw, parse_int=integer)
+        json.loads(raw, parse_int=_integer)
     except RecursionError:  # nesting the standard parser cannot follow: the checks refuse its depth
         return value
-    except ValueError as exc:
-        if isinstance(exc, json.JSONDecodeError):  # not expected: orjson read it
-            raise
+    except _TooLarge as exc:
         raise orjson.JSONDecodeError(str(exc), raw.decode("utf-8", "replace"), 0) from None
     return value
+
+
+class _TooLarge(Exception):
+    """An integer literal outside the 64-bit range."""
+
+
+def _integer(text: str) -> int:
+    number = int(text)
+    if not _SMALLEST <= number <= _LARGEST:
+        raise _TooLarge(f"integer out of the 64-bit range: {text[:40]}{'…' if len(text) > 40 else ''}")
+    return number

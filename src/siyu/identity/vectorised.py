@@ -125,21 +125,10 @@ def resolve_columns(
     return decision.resolution()
 
 
-def shortcut_sightings(
-    conn: Connection, rules: IdentityRules, sightings: SightingColumns
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per sighting, whether it belongs to a simple component (one new person, created without the
-    graph) and whether to a known one (see the module docstring), whatever else the batch holds.
-
-    Repeating a sighting changes neither: a repeat carries identities seen before, so it is never a
-    creator. Components are disjoint, so the rest of a batch can be resolved apart from them."""
-    return partition_sightings(conn, rules, sightings).shortcuts()
-
-
 def partition_sightings(conn: Connection, rules: IdentityRules, sightings: SightingColumns) -> Partition:
-    """The components of ``sightings``' identities against the stored ones (which it reads): what
-    :func:`shortcut_sightings` answers from, and what :func:`decide_columns` starts from. Valid
-    for these sightings until the ops store changes."""
+    """The components of ``sightings``' identities against the stored ones (which it reads), what
+    :func:`decide_columns` starts from; :meth:`Partition.shortcuts` says which sightings are in a
+    simple or a known component. Valid for these sightings until the ops store changes."""
     types = [t for t in rules.priority if t in sightings.identities]
     return _partition(conn, rules, types, [_array(sightings.identities[t]) for t in types], len(sightings))
 
@@ -227,7 +216,11 @@ class Partition:
     offsets: list[int]
 
     def shortcuts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per sighting: in a simple component; in a known one (:func:`shortcut_sightings`)."""
+        """Per sighting, whether it belongs to a simple component (one new person, created without
+        the graph) and whether to a known one (see the module docstring), whatever else the batch
+        holds. Repeating a sighting changes neither: a repeat carries identities seen before, so it
+        is never a creator. Components are disjoint, so the rest of a batch can be resolved apart
+        from them."""
         return np.asarray(~self.in_graph & ~self.known_rows), np.asarray(self.known_rows)
 
 

@@ -42,10 +42,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
-from siyu.identity.graph import Key
 from siyu.identity.normalize import IdentityValueError
 from siyu.identity.traits import TraitUpdate, apply_trait_updates, write_trait_rows
-from siyu.identity.vectorised import SightingColumns, partition_sightings, resolve_columns, shortcut_sightings
+from siyu.identity.vectorised import SightingColumns, partition_sightings, resolve_columns
 from siyu.ingest.bulk import _lit, _q, _scalar
 from siyu.ingest.files import IDENTITY_COLUMNS, Kind, to_message
 from siyu.ingest.pipeline import PAID_STATUSES, Ingestor, IngestResult
@@ -344,12 +343,11 @@ class _Job:
         stamps: list[datetime],
         mids: list[str],
         people: list[str],
-        sorted_keys: dict[tuple[Any, ...], list[Key]],
         result: IngestResult,
     ) -> None:
         """Resolve the rows ``members`` as one batch, as the row path does: one sighting per distinct
         identity combination, in order of first appearance, at that first row's time; a second one
-        widens the span to the earliest row. Fills ``people`` and ``sorted_keys``."""
+        widens the span to the earliest row. Fills ``people``."""
         combos: dict[tuple[Any, ...], list[Any]] = {}
         for i in members:
             combo = combos.get(idvals[i])
@@ -365,8 +363,6 @@ class _Job:
         first_mids: list[str] = []
         owners: list[list[int]] = []
         for key, (at, lo, hi, first_mid, rows) in combos.items():
-            if key not in sorted_keys:
-                sorted_keys[key] = self._keys(key)  # already in priority order (no sort per row)
             values.append(key)
             first.append(at)
             last.append(hi)
@@ -569,14 +565,13 @@ class _Job:
         people: list[str] = [""] * len(rows)
         strategies = settings.trait_strategies
         rules = self.ingestor.rules
-        sorted_keys: dict[tuple[Any, ...], list[Key]] = {}  # identity values → keys in priority order
         chunk_of = [(r - 1) // self.chunk_rows for r in rows]
         with self.ingestor.engine.connect() as conn:  # closing it rolls back a transaction left open
             ops = conn.begin()
             # Rows whose component (over the whole file) is a simple new one: the graph would create
             # one person and attach everything to it whatever the chunks, so they are resolved in
             # one go; their traits are computed set-based, chunk semantics kept (_simple_traits).
-            simple, _ = shortcut_sightings(
+            simple, _ = partition_sightings(
                 conn,
                 rules,
                 SightingColumns(
@@ -585,17 +580,17 @@ class _Job:
                     last=data.column("_ts"),
                     message_id=data.column("_mid"),
                 ),
-            )
+            ).shortcuts()
             easy = np.flatnonzero(simple).tolist()
             if easy:
-                self._resolve_rows(conn, easy, idvals, stamps, mids, people, sorted_keys, result)
+                self._resolve_rows(conn, easy, idvals, stamps, mids, people, result)
                 result.traits_changed += self._simple_traits(
                     conn, data, easy, chunk_of, people, traits, tvals, stamps, mids
                 )
             self.timer.lap(f"simple components ({len(easy)} of {len(rows)} rows)")
             columns = list(zip(traits, tvals, strict=True))
             for members in _by_chunk(np.flatnonzero(~simple).tolist(), chunk_of):
-                self._resolve_rows(conn, members, idvals, stamps, mids, people, sorted_keys, result)
+                self._resolve_rows(conn, members, idvals, stamps, mids, people, result)
                 updates = _trait_updates(members, columns, people, stamps, mids)
                 result.traits_changed += apply_trait_updates(conn, updates, strategies)
             self.timer.lap("identity graph + traits (ops)")
@@ -603,7 +598,7 @@ class _Job:
             # SQLite commits (and copies its write-ahead log back) while Python builds the identify
             # events, which need only each row's person.
             with alongside(ops.commit):
-                table = self._identify_events(data, people, sorted_keys, idvals, traits, tvals)
+                table = self._identify_events(data, people, idvals, traits, tvals)
         self.timer.lap("event table (ops commit alongside)")
         with self.store.transaction() as tx:
             self.store.append_events(tx, table)
@@ -619,7 +614,6 @@ class _Job:
         self,
         data: pa.Table,
         people: list[str],
-        sorted_keys: dict[tuple[Any, ...], list[Key]],
         idvals: list[tuple[Any, ...]],
         traits: list[str],
         tvals: list[list[Any]],
@@ -630,7 +624,7 @@ class _Job:
         for i, combination in enumerate(idvals):
             k = keys_json.get(combination)
             if k is None:
-                keys = sorted_keys[combination]  # every row's combination went through the graph
+                keys = self._keys(combination)  # in priority order, as the graph was given them
                 k = keys_json[combination] = (keys[0][0], keys[0][1], orjson.dumps(keys).decode())
             id_type.append(k[0])
             id_value.append(k[1])
