@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 from _common import DATA_DIR, fmt_int, fmt_s, print_footer, print_header, ratio, table
-from bench_segments import build
+from bench_segments import build, store_path
 
 from siyu.config import Settings
 from siyu.runtime import Runtime
@@ -130,7 +130,7 @@ def main() -> None:
         f"Refresh 20 segments after {fmt_int(args.new_events)} new events: "
         f"{fmt_int(args.persons)} persons / {fmt_int(args.events)} events"
     )
-    source = DATA_DIR / f"segments-{args.persons}-{args.events}-time.duckdb"
+    source = store_path(args.persons, args.events, "time")
     if not source.exists():
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         build(source, args.persons, args.events, "time")

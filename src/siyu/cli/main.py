@@ -6,8 +6,10 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -126,26 +128,49 @@ def demo(
     months: Annotated[int, typer.Option(help="Months of history, ending today.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
 ) -> None:
-    """Simulate a brand into an empty SIYU_HOME (once), then serve the console and API."""
+    """Simulate a brand into an empty SIYU_HOME (once; a load that stopped is finished), then serve."""
+    from siyu.cli.demo_home import DemoRun, DemoState, read_state, write_state
     from siyu.profiles.service import stats
+    from siyu.simulate.brands import brand_named
 
     settings: Settings = ctx.obj
+    try:
+        asked = DemoRun(brand_named(brand).name, customers, months, seed, _today(settings).isoformat())
+        state = read_state(settings.home)
+    except ValueError as exc:  # an unknown brand, or a demo.json that cannot be read
+        fail(str(exc))
     with opened(ctx) as rt:
         empty = stats(rt.engine, rt.events)["events"] == 0
-    if empty:
-        folder = settings.home / "simulation"
+    if state is None and not empty:
+        err.print(f"SIYU_HOME ({settings.home}) already holds data that no demo loaded: serving it as it is")
+    elif state is not None and state.complete:
+        if not state.run.same_options(asked):
+            err.print(f"SIYU_HOME holds the demo of {state.run.describe()}; for another, use an empty SIYU_HOME")
+    else:
+        run = asked
+        if state is not None:
+            if not state.run.same_options(asked):
+                fail(
+                    f"the demo load of {state.run.describe()} in {settings.home} stopped before it finished: "
+                    "run `siyu demo` with those options to finish it, or use an empty SIYU_HOME"
+                )
+            run = state.run
+            err.print(f"finishing the demo load that stopped: {run.describe()}")
+        write_state(settings.home, DemoState(run, complete=False))
         simulate(
             ctx,
-            brand=brand,
-            customers=customers,
-            months=months,
-            seed=seed,
-            out_dir=folder,
-            end=None,
+            brand=run.brand,
+            customers=run.customers,
+            months=run.months,
+            seed=run.seed,
+            out_dir=settings.home / "simulation",
+            end=run.end,
             fmt="parquet",
             load=True,
             as_json=False,
+            overwrite=True,
         )
+        write_state(settings.home, DemoState(run, complete=True))
     with opened(ctx) as rt:
         key_file = rt.settings.home / "demo-admin-key.txt"
         if not key_file.exists():
@@ -163,6 +188,11 @@ def demo(
             _run_server(rt, rt.settings.host, p)
 
 
+def _today(settings: Settings) -> date:
+    """Today in the brand's time zone (a simulation's default last day, exclusive)."""
+    return datetime.now(ZoneInfo(settings.timezone)).date()
+
+
 @app.command()
 def simulate(
     ctx: typer.Context,
@@ -175,23 +205,36 @@ def simulate(
     fmt: Annotated[str, typer.Option("--format", help="parquet | jsonl")] = "parquet",
     load: Annotated[bool, typer.Option("--load", help="Then import it into SIYU_HOME.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a previous simulation's files in --out.")
+    ] = False,
 ) -> None:
     """Simulate a brand's private domain, with its ground truth in OUT/truth/."""
-    from datetime import date
-
     from siyu.simulate.brands import brand_named
+    from siyu.simulate.folder import prepare_out
     from siyu.simulate.run import simulate as run_simulation
 
     settings: Settings = ctx.obj
     try:
         chosen = brand_named(brand)
-        last = date.fromisoformat(end) if end else None
     except ValueError as exc:
         fail(str(exc))
+    try:
+        last = date.fromisoformat(end) if end else None
+    except ValueError as exc:
+        fail(f"--end {end!r}: not a day as YYYY-MM-DD ({exc})")
     if fmt not in ("parquet", "jsonl"):
         fail(f"unknown format {fmt!r}: use parquet or jsonl")
     if not 1_000 <= customers <= 10_000_000:
         fail(f"--customers must be between 1,000 and 10,000,000, not {customers:,}")
+    if not 1 <= months <= 60:
+        fail(f"--months must be between 1 and 60, not {months}")
+    if seed < 0:
+        fail(f"--seed must be 0 or more, not {seed}")
+    try:
+        prepare_out(out_dir, overwrite=overwrite)
+    except ValueError as exc:
+        fail(str(exc))
     options: dict[str, Any] = {
         "customers": customers,
         "months": months,
@@ -276,16 +319,21 @@ def emit_stats(data: dict[str, int]) -> None:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="events | orders | customers")],
-    file: Annotated[Path, typer.Argument(help="A .csv, .jsonl or .parquet file.")],
+    kind: Annotated[str, typer.Argument(help="events | orders | customers | simulation")],
+    file: Annotated[Path, typer.Argument(help="A .csv, .jsonl or .parquet file (a folder for simulation).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print {accepted, rejected, duplicates}.")] = False,
     source: Annotated[str | None, typer.Option(help="Source label stored with each event.")] = None,
 ) -> None:
     """Import a file; bad rows go to FILE.rejects.jsonl with their reasons."""
     from siyu.ingest.files import ImportFileError, count_rows, import_file
 
-    if kind not in ("events", "orders", "customers"):
-        fail(f"unknown kind {kind!r}: use events, orders or customers")
+    if kind not in ("events", "orders", "customers", "simulation"):
+        fail(f"unknown kind {kind!r}: use events, orders, customers or simulation")
+    if kind == "simulation":
+        if source is not None:
+            fail("--source does not apply to a simulation: its rows are labelled simulator")
+        _import_simulation(ctx, file, as_json)
+        return
     if not file.is_file():
         fail(f"{file}: no such file")
     with opened(ctx) as rt:
@@ -319,6 +367,31 @@ def import_(
         )
     if report.rejects_path:
         err.print(f"rejected rows and reasons: {report.rejects_path}")
+
+
+def _import_simulation(ctx: typer.Context, folder: Path, as_json: bool) -> None:
+    """Import a `siyu simulate` folder as `--load` does: the staff, then customers, events, orders."""
+    from siyu.ingest.files import ImportFileError
+    from siyu.simulate.load import load_simulation, total_rows
+
+    try:
+        total = total_rows(folder)
+    except ValueError as exc:  # not a simulation folder, or a file missing
+        fail(str(exc))
+    with opened(ctx) as rt, _bar(as_json) as bar:
+        task = bar.add_task("import simulation", total=total)
+        try:
+            report = load_simulation(rt, folder, progress=lambda n: bar.advance(task, n))
+        except ImportFileError as exc:
+            fail(str(exc))
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    counts = ", ".join(f"{kind} {r.result.accepted:,}" for kind, r in report.reports.items())
+    out.print(f"staff {report.staff:,}, {counts} (accepted)")
+    for r in report.reports.values():
+        if r.rejects_path:
+            err.print(f"rejected rows and reasons: {r.rejects_path}")
 
 
 @app.command("stats")
