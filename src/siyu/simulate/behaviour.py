@@ -72,7 +72,6 @@ CODES = (
 )
 ORDER_SLOTS = 4096  # order code = customer number × ORDER_SLOTS + purchase number
 INDUCED_NUMBER = ORDER_SLOTS - COUPON_KINDS  # purchase numbers from here on: coupon-induced orders
-STATE_SLOTS = 100  # channel-code state code = channel × STATE_SLOTS + code number
 CONTENT_ITEMS = 400
 
 STRING_PROPS = (
@@ -266,22 +265,27 @@ def _purchases(rng: np.random.Generator, world: World, idx: np.ndarray) -> tuple
 
 def _choose_products(
     rng: np.random.Generator, brand: Brand, amount_fen: np.ndarray, baby_months: np.ndarray
-) -> np.ndarray:
-    """One product per order: suited to the baby's age (母婴) and affordable for the amount."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per order, the product bought and the one that tops the basket up (indices of sellable products).
+
+    Both suit the baby's age at the order (母婴): the product is drawn by tier among the suitable
+    ones the amount affords, else it is the cheapest suitable one, which also tops baskets up.
+    """
     products = [p for p in brand.products if p.price_fen > 0]
     price = np.array([p.price_fen for p in products], dtype=np.float64)
     tier_w = {"traffic": 3.0, "star": 3.0, "bespoke": 0.6, "premium": 0.4}
-    w = np.tile(np.array([tier_w[p.tier] for p in products]), (len(amount_fen), 1))
-    w *= price[None, :] <= np.maximum(amount_fen, price.min())[:, None] * 1.2
+    suits = np.ones((len(amount_fen), len(products)), dtype=bool)
     if brand.has_baby:
         lo = np.array([p.min_baby_months for p in products])
         hi = np.array([p.max_baby_months for p in products])
         suits = (baby_months[:, None] >= lo[None, :]) & (baby_months[:, None] <= hi[None, :])
-        w = np.where(suits & (w > 0), w, w * 0.02)
-    w[w.sum(axis=1) == 0, int(np.argmin(price))] = 1.0
+        suits[~suits.any(axis=1)] = True  # nothing in the catalogue fits: any product will do
+    cheapest = np.argmin(np.where(suits, price[None, :], np.inf), axis=1)
+    w = np.tile(np.array([tier_w[p.tier] for p in products]), (len(amount_fen), 1))
+    w *= suits & (price[None, :] <= np.maximum(amount_fen, price[cheapest])[:, None] * 1.2)
     cum = np.cumsum(w, axis=1)
     u = rng.random(len(amount_fen)) * cum[:, -1]
-    return np.minimum((cum < u[:, None]).sum(axis=1), len(products) - 1)
+    return np.minimum((cum < u[:, None]).sum(axis=1), len(products) - 1), cheapest
 
 
 def _campaign_coupons(
@@ -344,8 +348,15 @@ def _campaign_coupons(
     return buyer, paid, number, amount, redeem, used_by, received
 
 
-def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
-    """Events, orders and per-customer truth for customers ``lo..hi-1``."""
+def simulate_block(
+    world: World, block: int, lo: int, hi: int, progress: Callable[[float], None] | None = None
+) -> Block:
+    """Events, orders and per-customer truth for customers ``lo..hi-1``.
+
+    ``progress`` hears the share of the block done (0 to 1) after each stage; it draws nothing,
+    so the output is the same with or without it.
+    """
+    tick = progress or _no_progress
     rng = np.random.default_rng([world.seed, 1_000 + block])
     brand, pop, days = world.brand, world.pop, world.cal.days
     idx = np.arange(lo, hi)
@@ -361,7 +372,7 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
         idx,
         acq,
         staff=pop.staff[idx],
-        state=pop.channel[idx] * STATE_SLOTS + pop.code[idx],
+        state=(np.cumsum(pop.codes_per_channel) - pop.codes_per_channel)[pop.channel[idx]] + pop.code[idx],
         channel=pop.channel[idx],
         inviter=inv,
     )
@@ -376,6 +387,7 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     deleted = np.isfinite(churn)
     last_owner = np.where(handed & (churn > handed_at), successor, own)
     rows.add("delete_contact", idx[deleted], churn[deleted], staff=last_owner[deleted])
+    tick(0.05)
 
     # Groups: join, chat (heavy-tailed), leave.
     gj, gl, grp = pop.group_join[idx], pop.group_leave[idx], pop.group[idx]
@@ -386,6 +398,8 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     owner, t = poisson_times(rng, world, gj[member], np.minimum(gl[member], days), pop.chattiness[idx[member]])
     rows.add("group_message", idx[member][owner], t, chat=grp[member][owner])
 
+    tick(0.1)
+
     # Browsing while engaged: it fades a month after a buyer drops out; stops at the delete.
     active_end = np.minimum(gone, acq + rng.exponential(240.0, len(idx)))
     for name, rate in BROWSE_RATES.items():
@@ -394,6 +408,8 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
             rows.add(name, idx[owner], t, content=rng.integers(0, CONTENT_ITEMS, len(owner)))
         else:
             rows.add(name, idx[owner], t, product=rng.integers(0, len(brand.products), len(owner)))
+
+    tick(0.2)
 
     # Check-in streaks.
     owner, t = poisson_times(rng, world, acq, gone, pop.checkin_rate[idx])
@@ -416,6 +432,8 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
         threshold_fen=np.full(n_got, NEW_COUPON_THRESHOLD_FEN),
     )
 
+    tick(0.25)
+
     # Orders: BG/NBD times, Gamma-Gamma amounts, the funnel before them, reviews after.
     buyer_no, paid, number = _purchases(rng, world, idx)
     amount = np.maximum(100, np.round(rng.gamma(brand.spend.p, 1.0 / pop.nu[buyer_no]) * 100)).astype(np.int64)
@@ -432,17 +450,21 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
     abuse = pop.abuser[buyer_no]
     first = number == 0
     baby_now = pop.baby_months[buyer_no] + (paid - pop.acquired[buyer_no]) / 30.4
-    sellable = [i for i, p in enumerate(brand.products) if p.price_fen > 0]
-    product = np.array(sellable)[_choose_products(rng, brand, amount.astype(np.float64), baby_now)]
-    price = np.array([p.price_fen for p in brand.products], dtype=np.int64)[product]
+    sellable = np.array([i for i, p in enumerate(brand.products) if p.price_fen > 0])
+    chosen, filler = _choose_products(rng, brand, amount.astype(np.float64), baby_now)
+    product, top_up = sellable[chosen], sellable[filler]
+    prices = np.array([p.price_fen for p in brand.products], dtype=np.int64)
+    price, top_price = prices[product], prices[top_up]
     # The basket: as many of the chosen product as the amount buys, topped up with the cheapest
-    # product; what the basket costs over the amount paid is the discount (the coupon included).
+    # suitable product; what the basket costs over the amount paid is the discount (the coupon included).
     campaign_value = world.campaign_terms()[1]
     target = amount + np.where(redeem, NEW_COUPON_VALUE_FEN, 0) + np.where(campaign >= 0, campaign_value, 0)
     quantity = np.maximum(1, target // price)
-    cheapest = min(sellable, key=lambda i: brand.products[i].price_fen)
-    extra = np.maximum(0, -(-(target - quantity * price) // brand.products[cheapest].price_fen))
-    discount = quantity * price + extra * brand.products[cheapest].price_fen - amount
+    extra = np.maximum(0, -(-(target - quantity * price) // top_price))
+    discount = quantity * price + extra * top_price - amount
+    same = top_up == product  # one line, not two, when the top-up is the product itself
+    quantity[same] += extra[same]
+    extra[same] = 0
     order_code = buyer_no * ORDER_SLOTS + number
     refund = rng.random(len(amount)) < np.where(abuse, ABUSER_REFUND_RATE, REFUND_RATE)
     refund_at = np.minimum(paid + rng.uniform(0.5, 7.0, len(paid)), days - 1e-3)
@@ -482,10 +504,13 @@ def simulate_block(world: World, block: int, lo: int, hi: int) -> Block:
         order=order_code[review],
     )
 
-    events = _event_table(world, block, rows)
+    tick(0.35)
+
+    events = _event_table(world, block, rows, lambda f: tick(0.35 + 0.55 * f))
     orders = _order_table(
-        world, buyer_no, paid, amount, discount, (product, quantity), (cheapest, extra), order_code, refund, refund_at
+        world, buyer_no, paid, amount, discount, (product, quantity), (top_up, extra), order_code, refund, refund_at
     )
+    tick(1.0)
     natural = number < INDUCED_NUMBER
     truth = {
         "orders": np.bincount(o_local[natural], minlength=len(idx)),
@@ -527,7 +552,11 @@ def order_ids(world: World, codes: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(world.customer_ids("O", customer), pa.array(number).cast(pa.string()), "-")
 
 
-def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
+def _no_progress(_fraction: float) -> None:
+    pass
+
+
+def _event_table(world: World, block: int, rows: _Rows, tick: Callable[[float], None] = _no_progress) -> pa.Table:
     """Concatenate the event kinds, sort by time, then turn codes into identities and properties."""
     brand, pop = world.brand, world.pop
     n = sum(len(p["owner"]) for p in rows.parts)
@@ -545,6 +574,7 @@ def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
                 codes[key][sl] = part[key]
         at += k
     order = np.lexsort((owner, t))
+    tick(0.2)
     owner, t, name = owner[order], t[order], name[order]
     codes = {k: v[order] for k, v in codes.items()}
 
@@ -560,7 +590,8 @@ def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
         f"{brand.key}{world.seed}-b{block}-", pa.array(np.arange(n)).cast(pa.string()), ""
     )
     product = codes["product"]
-    states = [f"{c.key}-{i}" for c in brand.channels for i in range(STATE_SLOTS)]
+    # The state code is the channel code's number over all channels (channel by channel).
+    states = [f"{c.key}-{i}" for c, k in zip(brand.channels, pop.codes_per_channel, strict=True) for i in range(k)]
     data: dict[str, pa.Array] = {
         "message_id": msg,
         "event": pc.take(pa.array(EVENT_NAMES, pa.string()), pa.array(name)),
@@ -569,6 +600,9 @@ def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
         "unionid": _sparse(np.where(pop.linked[owner], owner, -1), ids("un")),
         "openid": _sparse(np.where(wecom, -1, owner), ids("op")),
         "member_id": _sparse(np.where(~wecom & is_member, owner, -1), ids("M")),
+    }
+    tick(0.55)
+    data |= {
         "staff_userid": _sparse(codes["staff"], _lookup(world.staff.userids)),
         "from_staff_userid": _sparse(codes["from_staff"], _lookup(world.staff.userids)),
         "state": _sparse(codes["state"], _lookup(states)),
@@ -591,7 +625,9 @@ def _event_table(world: World, block: int, rows: _Rows) -> pa.Table:
     codes["price_fen"] = np.where(product >= 0, prices[np.maximum(product, 0)], -1)
     for key in INT_PROPS:
         data[key] = pa.array(codes[key], pa.int64(), mask=codes[key] < 0)
-    return pa.table(data, schema=EVENT_SCHEMA)
+    table = pa.table(data, schema=EVENT_SCHEMA)
+    tick(1.0)
+    return table
 
 
 def _order_table(
@@ -601,7 +637,7 @@ def _order_table(
     amount: np.ndarray,
     discount: np.ndarray,
     main: tuple[np.ndarray, np.ndarray],
-    top_up: tuple[int, np.ndarray],
+    top_up: tuple[np.ndarray, np.ndarray],
     order_code: np.ndarray,
     refund: np.ndarray,
     refund_at: np.ndarray,
@@ -610,7 +646,7 @@ def _order_table(
     products = world.brand.products
 
     product, quantity = main
-    cheapest, extra = top_up
+    filler, extra = top_up
     lines = 1 + (extra > 0)
     offsets = np.concatenate([[0], np.cumsum(lines)]).astype(np.int32)
     second = np.flatnonzero(extra > 0)
@@ -619,7 +655,7 @@ def _order_table(
     l_product = np.empty(n_lines, dtype=np.int64)
     l_qty = np.empty(n_lines, dtype=np.int64)
     l_product[pos], l_qty[pos] = product, quantity
-    l_product[pos[second] + 1], l_qty[pos[second] + 1] = cheapest, extra[second]
+    l_product[pos[second] + 1], l_qty[pos[second] + 1] = filler[second], extra[second]
     take = pa.array(l_product)
     items = pa.ListArray.from_arrays(
         offsets,

@@ -11,22 +11,27 @@ from datetime import date, timedelta
 
 import numpy as np
 
-#: 春节 (Chinese New Year's day); 年货节 runs in the weeks before it.
+#: 春节 (Chinese New Year's day) of 2000–2061, a decade a line, as month and day: the day of the
+#: new moon (Beijing time) between January 21 and February 20, the second after the winter
+#: solstice. 2000–2031 agree with the published dates; later ones come from Meeus's new-moon series.
+_SPRING_TABLE = """
+2000: 0205 0124 0212 0201 0122 0209 0129 0218 0207 0126
+2010: 0214 0203 0123 0210 0131 0219 0208 0128 0216 0205
+2020: 0125 0212 0201 0122 0210 0129 0217 0206 0126 0213
+2030: 0203 0123 0211 0131 0219 0208 0128 0215 0204 0124
+2040: 0212 0201 0122 0210 0130 0217 0206 0126 0214 0202
+2050: 0123 0211 0201 0219 0208 0128 0215 0204 0124 0212
+2060: 0202 0121
+"""
 SPRING_FESTIVAL = {
-    2019: date(2019, 2, 5),
-    2020: date(2020, 1, 25),
-    2021: date(2021, 2, 12),
-    2022: date(2022, 2, 1),
-    2023: date(2023, 1, 22),
-    2024: date(2024, 2, 10),
-    2025: date(2025, 1, 29),
-    2026: date(2026, 2, 17),
-    2027: date(2027, 2, 6),
-    2028: date(2028, 1, 26),
-    2029: date(2029, 2, 13),
-    2030: date(2030, 2, 3),
-    2031: date(2031, 1, 23),
+    int(decade[:-1]) + i: date(int(decade[:-1]) + i, int(md[:2]), int(md[2:]))
+    for decade, *days in (line.split() for line in _SPRING_TABLE.strip().splitlines())
+    for i, md in enumerate(days)
 }
+
+#: The dates the calendar knows: 年货节 before a late-December day needs the next year's 春节.
+FIRST_DAY = date(min(SPRING_FESTIVAL), 1, 1)
+LAST_DAY = date(max(SPRING_FESTIVAL) - 1, 12, 31)
 
 #: Peak days and their multipliers, for the ground truth and the tests.
 PEAKS = {"618": 3.0, "双11": 4.0, "年货节": 1.6, "会员日": 2.0}
@@ -59,15 +64,28 @@ class Calendar:
 
     def day_of(self, index: int) -> date:
         """The local date of day ``index``."""
-        return self.start + timedelta(days=index)
+        return self.start + timedelta(days=int(index))
 
 
-def _festival(year: int) -> date | None:
-    return SPRING_FESTIVAL.get(year)
+class OutsideCalendar(ValueError):
+    """A date the shopping calendar has no 春节 for."""
+
+
+def check_period(first: date, last: date) -> None:
+    """Refuse a period (inclusive local dates) outside :data:`FIRST_DAY` … :data:`LAST_DAY`."""
+    if first < FIRST_DAY or last > LAST_DAY:
+        raise OutsideCalendar(
+            f"the simulated period {first} – {last} leaves the shopping calendar ({FIRST_DAY} – {LAST_DAY}): "
+            "its 春节 and 年货节 dates are known for those years only: choose an end date and months inside it"
+        )
 
 
 def day_intensity(day: date, member_day: int) -> tuple[float, str]:
-    """The intensity of one local date and the name of the campaign it falls in."""
+    """The intensity of one local date and the name of the campaign it falls in.
+
+    Raises :class:`OutsideCalendar` for a date outside :data:`FIRST_DAY` … :data:`LAST_DAY`.
+    """
+    check_period(day, day)
     factor, label = 1.0, ""
     if day.weekday() >= 5:
         factor *= 1.15
@@ -79,8 +97,8 @@ def day_intensity(day: date, member_day: int) -> tuple[float, str]:
         factor *= PEAKS["双11"] if md == (11, 11) else 1.5
         label = "双11"
     else:
-        cny = _festival(day.year) or _festival(day.year + 1)
-        if cny is not None:
+        # This year's 春节 for January–February days, next year's for late December ones.
+        for cny in (SPRING_FESTIVAL[day.year], SPRING_FESTIVAL[day.year + 1]):
             gap = (cny - day).days
             if 5 <= gap <= 25:
                 factor *= PEAKS["年货节"]
@@ -95,7 +113,8 @@ def day_intensity(day: date, member_day: int) -> tuple[float, str]:
 
 
 def build_calendar(start: date, days: int, member_day: int) -> Calendar:
-    """The calendar of ``days`` local dates from ``start``."""
+    """The calendar of ``days`` local dates from ``start`` (:class:`OutsideCalendar` beyond its years)."""
+    check_period(start, start + timedelta(days=max(days, 1) - 1))
     values, labels = [], []
     for i in range(days):
         f, label = day_intensity(start + timedelta(days=i), member_day)

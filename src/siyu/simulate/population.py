@@ -22,7 +22,8 @@ HOLDOUT_SHARE = 0.1  # new contacts who get no 新人券: the control group of t
 CAMPAIGN_HOLDOUT_SHARE = 0.1  # customers who never get campaign coupons: the control group of campaign uplift
 COUPON_UPLIFT = 0.08  # true absolute lift of the 新人券 on the first-order probability
 UNIONID_LINK_RATE = 0.92  # share whose WeCom contact carries the unionid that links it to the mall
-RESIGN_SHARE = 0.06  # staff who resign mid-period
+RESIGN_SHARE = 0.06  # staff who resign mid-period (at least one whenever the team has two members)
+CODE_STAFF = 3  # a channel code (活码) spreads its adds over this many staff beyond its own arc
 LAMBDA_CAP = 0.3  # purchases per day: no one buys more often than every three days on average
 
 
@@ -43,6 +44,7 @@ class Population:
     acquired: np.ndarray  # day of the WeCom add
     channel: np.ndarray  # index into brand.channels
     code: np.ndarray  # channel-code number within the channel
+    codes_per_channel: np.ndarray  # channel codes of each channel (the brand's, more for a big team)
     staff: np.ndarray  # index of the staff member who added them
     city: np.ndarray  # index into brand.cities
     female: np.ndarray  # bool
@@ -87,13 +89,19 @@ def _acquisition_days(rng: np.random.Generator, n: int, cal: Calendar) -> np.nda
 
 
 def build_staff(rng: np.random.Generator, brand: Brand, n: int, days: int, seed: int) -> Staff:
-    """A team sized to the customer count; a few resign between 20 % and 80 % of the period."""
+    """A team sized to the customer count; a few resign between 20 % and 80 % of the period.
+
+    At least one resigns whenever the team has two members or more, so every run has a 离职继承
+    (handover) to show; the first member always stays.
+    """
     count = int(max(5, -(-n // brand.customers_per_staff)))
     userids = [f"{brand.key}{seed}-staff-{i:05d}" for i in range(count)]
     resigned = np.full(count, np.inf)
     successor = np.full(count, -1, dtype=np.int64)
     leavers = rng.random(count) < RESIGN_SHARE
     leavers[0] = False  # someone always stays
+    if count >= 2 and not leavers.any():
+        leavers[rng.integers(1, count)] = True
     idx = np.flatnonzero(leavers)
     resigned[idx] = rng.uniform(0.2 * days, 0.8 * days, len(idx))
     stayers = np.flatnonzero(~leavers)
@@ -101,11 +109,40 @@ def build_staff(rng: np.random.Generator, brand: Brand, n: int, days: int, seed:
     return Staff(userids, resigned, successor)
 
 
-def _route(rng: np.random.Generator, acquired: np.ndarray, code_key: np.ndarray, staff: Staff) -> np.ndarray:
-    """Each channel code routes to three staff members; a resigned one is replaced by their successor."""
+def channel_codes(brand: Brand, staff_count: int) -> np.ndarray:
+    """Channel codes per channel: the brand's own, multiplied for a team too big to share them
+    (a bigger team runs more stores, parcel-card batches and ad plans), so that a code still
+    routes to a few staff: about one code per :data:`CODE_STAFF` staff at least."""
+    base = np.array([c.codes for c in brand.channels], dtype=np.int64)
+    return base * max(1, -(-staff_count // (int(base.sum()) * CODE_STAFF)))
+
+
+def code_arcs(brand: Brand, codes_per_channel: np.ndarray, staff_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each channel code routes: an arc (start, length) on the circle of staff ``0..count``.
+
+    The codes, channel by channel, take consecutive arcs whose lengths are their share of the
+    inflow, so together they cover the team exactly once. Codes are numbered channel by channel.
+    """
+    shares = np.array([c.share for c in brand.channels])
+    load = np.repeat(shares / codes_per_channel, codes_per_channel)
+    length = staff_count * load / load.sum()
+    return np.cumsum(length) - length, length
+
+
+def _route(
+    rng: np.random.Generator, acquired: np.ndarray, code: np.ndarray, arcs: tuple[np.ndarray, np.ndarray], staff: Staff
+) -> np.ndarray:
+    """The staff member each contact adds; a resigned one's successor takes their adds from the day they leave.
+
+    A contact lands at a uniform point of their code's arc (:func:`code_arcs`) moved on by a uniform
+    spread of :data:`CODE_STAFF` staff: a code reaches the few staff its arc and the spread touch,
+    and since the arcs tile the circle, every staff member expects exactly the same share of adds.
+    """
     count = len(staff.userids)
-    slots = (code_key[:, None] * 7 + np.arange(3)[None, :] * 13) % count
-    pick = slots[np.arange(len(acquired)), rng.integers(0, 3, len(acquired))]
+    start, length = arcs
+    point = start[code] + rng.random(len(acquired)) * length[code]
+    point += rng.random(len(acquired)) * min(CODE_STAFF, count)
+    pick = np.floor(point).astype(np.int64) % count
     gone = acquired >= staff.resigned_at[pick]
     pick[gone] = staff.successor[pick[gone]]
     return pick
@@ -128,10 +165,10 @@ def build_population(rng: np.random.Generator, brand: Brand, n: int, cal: Calend
     acquired = _acquisition_days(rng, n, cal)
     shares = np.array([c.share for c in brand.channels])
     channel = rng.choice(len(brand.channels), size=n, p=shares / shares.sum())
-    codes = np.array([c.codes for c in brand.channels])
+    codes = channel_codes(brand, len(staff.userids))
     code = rng.integers(0, codes[channel])
-    code_key = channel * 1000 + code
-    staff_idx = _route(rng, acquired, code_key, staff)
+    first_code = np.cumsum(codes) - codes
+    staff_idx = _route(rng, acquired, first_code[channel] + code, code_arcs(brand, codes, len(staff.userids)), staff)
 
     city_w = np.array([w for _, w in brand.cities])
     city = rng.choice(len(brand.cities), size=n, p=city_w / city_w.sum())
@@ -208,6 +245,7 @@ def build_population(rng: np.random.Generator, brand: Brand, n: int, cal: Calend
         acquired=acquired,
         channel=channel,
         code=code,
+        codes_per_channel=codes,
         staff=staff_idx,
         city=city,
         female=female,

@@ -41,7 +41,8 @@ from siyu.simulate.population import build_population, build_staff
 
 Format = Literal["parquet", "jsonl"]
 MAX_CUSTOMERS = 10_000_000
-BLOCK = 100_000
+BLOCK = 100_000  # customers drawn at once; a block's random streams are seeded by its number
+_JSONL_SLICE = 50_000  # rows written between two progress reports
 _PHONE_STEP = 7_919_993  # odd and not a multiple of 5: i ↦ i·step mod 10⁹ is a bijection
 
 
@@ -96,9 +97,11 @@ def simulate(
     """Simulate ``customers`` customers of ``brand`` over the ``months`` months before ``end``.
 
     Deterministic: the same arguments give byte-identical data files. ``progress`` is called with
-    the number of customers finished after each block. The staff and customers files are complete
-    before the first block is drawn; ``on_first_files`` is called then (an importer may start on
-    them while events and orders are still being simulated: :mod:`siyu.simulate.pipeline`).
+    the number of customers finished since its last call, several times per block (after each
+    stage of drawing and writing it), so the calls add up to ``customers``; it draws nothing, so
+    the files do not depend on it. The staff and customers files are complete before the first
+    block is drawn; ``on_first_files`` is called then (an importer may start on them while events
+    and orders are still being simulated: :mod:`siyu.simulate.pipeline`).
     """
     if not 1 <= customers <= MAX_CUSTOMERS:
         raise ValueError(f"customers must be between 1 and {MAX_CUSTOMERS:,}, not {customers:,}")
@@ -126,17 +129,18 @@ def simulate(
         pq.write_table(_staff_table(world), out / "staff.parquet")
         if on_first_files:
             on_first_files()
+        done = _Progress(progress)
         for block, lo in enumerate(range(0, customers, BLOCK)):
             hi = min(customers, lo + BLOCK)
-            result = simulate_block(world, block, lo, hi)
-            writer.events(result.events)
-            writer.orders(result.orders)
+            # The block's customers count as done stage by stage: drawing, then writing.
+            result = simulate_block(world, block, lo, hi, progress=done.stage(lo, hi, 0.0, 0.6))
+            writer.events(result.events, done.stage(lo, hi, 0.6, 0.95))
+            writer.orders(result.orders, done.stage(lo, hi, 0.95, 1.0))
             n_events += result.events.num_rows
             n_orders += result.orders.num_rows
             for key, values in result.truth.items():
                 per_customer.setdefault(key, np.zeros(customers, dtype=values.dtype))[lo:hi] = values
-            if progress:
-                progress(hi - lo)
+            done.to(hi)
     finally:
         writer.close()
     _write_truth(world, out / "truth", per_customer, start, end, time_zone)
@@ -145,6 +149,23 @@ def simulate(
     manifest["out"] = "."
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
     return summary
+
+
+class _Progress:
+    """Turns "customers done so far" into the increments the ``progress`` callback expects."""
+
+    def __init__(self, report: Callable[[int], None] | None) -> None:
+        self.report, self.done = report, 0
+
+    def to(self, customers: float) -> None:
+        n = int(customers)
+        if self.report and n > self.done:
+            self.report(n - self.done)
+            self.done = n
+
+    def stage(self, lo: int, hi: int, first: float, last: float) -> Callable[[float], None]:
+        """A stage of block ``lo..hi`` that takes its share from ``first`` to ``last``: hears 0 to 1."""
+        return lambda f: self.to(lo + (first + (last - first) * f) * (hi - lo))
 
 
 def phones(world: World, numbers: np.ndarray) -> pa.Array:
@@ -242,6 +263,7 @@ def _write_truth(
             "p_drop": pa.array(pop.p_drop),
             "nu": pa.array(pop.nu),
             "expected_order_yuan": pa.array(brand.spend.p / pop.nu),
+            "baby_months_at_add": pa.array(pop.baby_months),  # 母婴: the baby's age (months), else 0
             "activity": pa.array(pop.activity),
             "chattiness": pa.array(pop.chattiness),
             "buyer": pa.array(pop.buyer),
@@ -291,6 +313,8 @@ def _write_truth(
             "unionid_linked": popmod.UNIONID_LINK_RATE,
             "staff_resigning": popmod.RESIGN_SHARE,
         },
+        "channel_codes": {c.key: int(k) for c, k in zip(brand.channels, world.pop.codes_per_channel, strict=True)},
+        "staff_per_code": popmod.CODE_STAFF,
         "new_customer_coupon_uplift": popmod.COUPON_UPLIFT,
         "campaign_coupons": {
             "reach": behaviour.CAMPAIGN_REACH,
@@ -321,17 +345,29 @@ class _Writer:
         self._parquet: dict[str, pq.ParquetWriter] = {}
         self._jsonl: dict[str, Any] = {}
 
-    def _emit(self, name: str, table: pa.Table, shape: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def _emit(
+        self,
+        name: str,
+        table: pa.Table,
+        shape: Callable[[dict[str, Any]], dict[str, Any]],
+        tick: Callable[[float], None] | None = None,
+    ) -> None:
         if self.fmt == "parquet":
             if name not in self._parquet:
                 self._parquet[name] = pq.ParquetWriter(self.out / f"{name}.parquet", table.schema)
             self._parquet[name].write_table(table, row_group_size=1_000_000)
-            return
-        if name not in self._jsonl:
-            self._jsonl[name] = (self.out / f"{name}.jsonl").open("wb")
-        fh = self._jsonl[name]
-        for row in table.to_pylist():
-            fh.write(orjson.dumps(shape(row)) + b"\n")
+        else:
+            if name not in self._jsonl:
+                self._jsonl[name] = (self.out / f"{name}.jsonl").open("wb")
+            fh = self._jsonl[name]
+            # JSONL is slow to write: report progress every slice (the bytes are the same).
+            for at in range(0, table.num_rows, _JSONL_SLICE):
+                for row in table.slice(at, _JSONL_SLICE).to_pylist():
+                    fh.write(orjson.dumps(shape(row)) + b"\n")
+                if tick:
+                    tick(min(table.num_rows, at + _JSONL_SLICE) / table.num_rows)
+        if tick:
+            tick(1.0)
 
     def customers(self, table: pa.Table) -> None:
         """All the customers at once: the file is complete (closed) when this returns."""
@@ -341,13 +377,13 @@ class _Writer:
         if "customers" in self._jsonl:
             self._jsonl.pop("customers").close()
 
-    def events(self, table: pa.Table) -> None:
+    def events(self, table: pa.Table, tick: Callable[[float], None] | None = None) -> None:
         assert table.schema == EVENT_SCHEMA
-        self._emit("events", table, lambda r: _message(r, "track", "properties"))
+        self._emit("events", table, lambda r: _message(r, "track", "properties"), tick)
 
-    def orders(self, table: pa.Table) -> None:
+    def orders(self, table: pa.Table, tick: Callable[[float], None] | None = None) -> None:
         assert table.schema == ORDER_SCHEMA
-        self._emit("orders", table, _order_message)
+        self._emit("orders", table, _order_message, tick)
 
     def close(self) -> None:
         for w in self._parquet.values():
