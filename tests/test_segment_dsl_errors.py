@@ -3,6 +3,8 @@ limits refuse oversized input clearly; hostile input never crashes the parser.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from siyu.segments import (
     SegmentError,
     SegmentLimitError,
     SegmentSyntaxError,
+    from_json,
     parse,
     to_text,
 )
@@ -231,3 +234,90 @@ def test_durations_stop_at_about_a_hundred_years(unit: str, top: int) -> None:
     for text in (f"first_seen > {top + 1}{unit} ago", f"did x in last {top + 1}{unit}"):
         error = syntax_error(text)
         assert "超出范围" in error.message_zh and "out of range" in error.message_en
+
+
+_SMALL = Limits(max_nodes=20, max_list_items=3)
+_SEGMENT = {"type": "in_segment", "name": "x"}
+
+
+def _nested_not(depth: int) -> dict[str, object]:
+    tree: dict[str, object] = _SEGMENT
+    for _ in range(depth):
+        tree = {"type": "not", "item": tree}
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("make", "limit", "zh", "en"),
+    [
+        (
+            lambda: parse("x" * 10_001),
+            "max_length",
+            "表达式过长：10001 个字符，上限为 10000 个字符",
+            "expression too long: 10001 characters, the limit is 10000 characters",
+        ),
+        (
+            lambda: from_json({"type": "in_segment", "name": "x" * 10_001}),
+            "max_length",
+            "表达式过长：10001 个字符，上限为 10000 个字符",
+            "expression too long: 10001 characters, the limit is 10000 characters",
+        ),
+        (
+            lambda: parse(" and ".join(f"a{i} = 1" for i in range(8)), limits=_SMALL),
+            "max_nodes",
+            "第 1 行第 72 列：条件过多：超过上限 20 个节点",
+            "line 1, column 72: too many conditions and values: more than the limit of 20 nodes",
+        ),
+        (
+            lambda: from_json({"type": "or", "items": [_SEGMENT] * 50}, limits=Limits(max_nodes=40)),
+            "max_nodes",
+            "条件过多：超过上限 40 个节点",
+            "too many conditions and values: more than the limit of 40 nodes",
+        ),
+        (
+            lambda: parse("(" * 33 + "a = 1" + ")" * 33),
+            "max_depth",
+            "第 1 行第 33 列：嵌套过深：超过上限 32 层",
+            "line 1, column 33: nesting too deep: more than the limit of 32 levels",
+        ),
+        (
+            lambda: parse("not " * 33 + "a = 1"),
+            "max_depth",
+            "第 1 行第 129 列：嵌套过深：超过上限 32 层",
+            "line 1, column 129: nesting too deep: more than the limit of 32 levels",
+        ),
+        (
+            lambda: from_json(_nested_not(40)),
+            "max_depth",
+            "嵌套过深：超过上限 32 层",
+            "nesting too deep: more than the limit of 32 levels",
+        ),
+        (
+            lambda: parse("x in (1, 2, 3, 4)", limits=_SMALL),
+            "max_list_items",
+            "第 1 行第 16 列：列表过长：超过上限 3 项",
+            "line 1, column 16: list too long: more than the limit of 3 items",
+        ),
+        (
+            lambda: parse('has any tag in ("a", "b", "c", "d")', limits=_SMALL),
+            "max_list_items",
+            "第 1 行第 32 列：列表过长：超过上限 3 项",
+            "line 1, column 32: list too long: more than the limit of 3 items",
+        ),
+        (
+            lambda: from_json({"type": "has_tags", "names": ["a"] * 1_001}),
+            "max_list_items",
+            "列表过长：1001 项，上限为 1000 项",
+            "list too long: 1001 items, the limit is 1000 items",
+        ),
+    ],
+)
+def test_limit_messages_read_correctly(make: Callable[[], object], limit: str, zh: str, en: str) -> None:
+    """The exact wording of every limit, with and without the size found and the position."""
+    with pytest.raises(SegmentLimitError) as info:
+        make()
+    error = info.value
+    assert error.limit == limit
+    assert (error.message_zh, error.message_en) == (zh, en)
+    assert str(error) == f"{zh} / {en}"
+    assert error.to_dict()["zh"] == zh and error.to_dict()["en"] == en

@@ -241,3 +241,87 @@ def test_segment_references_and_cycles() -> None:
     assert find_cycle("c", parse('in segment "b"'), saved.get) == ["c", "b", "c"]
     assert find_cycle("c", parse("age > 3"), saved.get) is None
     assert find_cycle("new", parse('in segment "a"'), saved.get) is None  # a cycles on itself, not through new
+
+
+@pytest.mark.parametrize(
+    ("text", "zh", "en"),
+    [
+        (
+            "did order_paid ever where categories contains 5",
+            "事件属性 categories 是文本列表，不能包含 5",
+            "event property categories is a list of text and cannot contain 5",
+        ),
+        (
+            "did order_paid where skus not contains true ever",
+            "事件属性 skus 是文本列表，不能包含 true",
+            "event property skus is a list of text and cannot contain true",
+        ),
+        (
+            "did any where categories contains 1.5 in last 7d",
+            "事件属性 categories 是文本列表，不能包含 1.5",
+            "event property categories is a list of text and cannot contain 1.5",
+        ),
+        (
+            "did clicked where ids contains 1.5 ever",
+            "事件属性 ids 是整数列表，不能包含 1.5",
+            "event property ids is a list of integers and cannot contain 1.5",
+        ),
+        (
+            'did clicked where scores contains "高" ever',
+            '事件属性 scores 是数字列表，不能包含 "高"',
+            'event property scores is a list of numbers and cannot contain "高"',
+        ),
+        (
+            "did clicked where flags contains 1 ever",
+            "事件属性 flags 是布尔值列表，不能包含 1",
+            "event property flags is a list of booleans and cannot contain 1",
+        ),
+        (
+            "labels contains 3",
+            "客户属性 labels 是文本列表，不能包含 3",
+            "trait labels is a list of text and cannot contain 3",
+        ),
+        (
+            "did clicked where ids contains 1d ago ever",
+            "事件属性 ids 是整数列表，不能包含 1d ago",
+            "event property ids is a list of integers and cannot contain 1d ago",
+        ),
+    ],
+)
+def test_list_element_type_mismatches_are_errors(text: str, zh: str, en: str) -> None:
+    """A list whose elements have a known type takes only values of that type, in both languages."""
+    catalogue = {
+        **CATALOGUE,
+        "traits": {**CATALOGUE["traits"], "labels": "list<string>"},
+        "events": {
+            **CATALOGUE["events"],
+            "clicked": {"ids": "list<integer>", "scores": "list<number>", "flags": "list<boolean>"},
+        },
+    }
+    (problem,) = problems(text, catalogue)
+    assert problem.code == "type_mismatch"
+    assert problem.path.endswith(".value") or problem.path == "$.value", problem.path
+    assert (problem.message_zh, problem.message_en) == (zh, en)
+    with pytest.raises(SegmentValidationError) as info:
+        validate(parse(text), catalogue)
+    assert zh in info.value.message_zh and en in info.value.message_en
+
+
+def test_list_elements_of_the_right_type_and_untyped_lists_are_accepted() -> None:
+    catalogue = {
+        **CATALOGUE,
+        "events": {**CATALOGUE["events"], "clicked": {"ids": "list<integer>", "scores": "list<number>"}},
+    }
+    assert BUILTIN_EVENTS["order_paid"]["categories"] == "list<string>"
+    for text in [
+        'did order_paid ever where categories contains "奶粉"',
+        'did order_paid where skus not contains "2026-01-01" ever',  # a date-shaped string is a string
+        "did clicked where ids contains 3 and scores contains 3 and scores contains 2.5 ever",
+        'interests contains 1 and interests contains "烘焙" and interests contains true',  # untyped list
+    ]:
+        assert problems(text, catalogue) == [], text
+    # Other operators on a typed list are refused as on an untyped one.
+    assert [p.code for p in problems('did order_paid where categories = "奶粉" ever')] == ["bad_operator"]
+    assert [p.code for p in problems('did order_paid where categories in ("奶粉") ever')] == ["bad_operator"]
+    with pytest.raises(ValueError, match="unknown field types"):
+        Catalogue.from_dict({"traits": {"labels": "list<str>"}})

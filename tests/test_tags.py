@@ -257,6 +257,8 @@ def test_event_tag_rules_on_ingest_orders_and_bulk(runtime: Runtime, tmp_path: P
     svc.create_tag("奶粉用户", "产品类型", kind="event")
     svc.create_tag("大单", "客户属性")
     svc.create_tag("看过活动页", "内容类型")
+    # A rule names an event (and property) the stores know: one page view (not of the campaign) first.
+    ingest(runtime, [track("page_viewed", userId="u-home", properties={"page": "home"}, timestamp=T0.isoformat())])
     svc.add_rule("order_paid", "categories", "contains", "奶粉", "奶粉用户", by="t")
     assert svc.add_rule("order_paid", "categories", "contains", "奶粉", "奶粉用户", by="t")["tag"] == "奶粉用户"
     svc.add_rule("order_paid", "amount_fen", ">=", 50_000, "大单", by="t")
@@ -265,7 +267,7 @@ def test_event_tag_rules_on_ingest_orders_and_bulk(runtime: Runtime, tmp_path: P
     with pytest.raises(TagError, match="op"):
         svc.add_rule("order_paid", "x", "like", "a", "大单", by="t")
     with pytest.raises(TagNotFound):
-        svc.add_rule("order_paid", "x", "=", "a", "没有", by="t")
+        svc.add_rule("order_paid", "channel", "=", "a", "没有", by="t")
 
     from siyu.ingest.validate import Validator as V
 

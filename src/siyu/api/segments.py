@@ -1,4 +1,5 @@
-"""Segments: a live count preview of an expression (text or JSON form), and its members."""
+"""Segments: a live count preview of an expression (text or JSON form), its members, the JSON form of
+an expression and back, and saved segments (docs/segments.md)."""
 
 import io
 from typing import Annotated, Any
@@ -10,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from siyu.api.deps import AdminKey, ApiError, RuntimeDep
 from siyu.runtime import Runtime
+from siyu.segments import parse, to_json, to_text
 from siyu.segments.compile import SegmentCompileError
-from siyu.segments.errors import SegmentError
+from siyu.segments.errors import SegmentError, error_body, error_status
 from siyu.segments.saved import DESCRIPTION_LIMIT, SavedSegmentError
 from siyu.segments.service import SegmentService
-from siyu.segments.tagging import refresh_rule_tags, tag_segment
+from siyu.segments.tagging import refresh_all, tag_segment
 
 router = APIRouter(tags=["segments"])
 SegmentName = Annotated[str, Path(min_length=1, max_length=64, description="A saved segment's name.")]
@@ -46,14 +48,15 @@ def _expression(body: SegmentQuery) -> Any:
 async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
-    except SavedSegmentError as exc:
-        code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid_segment")
-        raise ApiError(exc.status, code, str(exc)) from exc
-    except SegmentError as exc:
-        detail = exc.to_dict()
-        raise ApiError(422, "invalid_segment", str(exc), [detail]) from exc
-    except SegmentCompileError as exc:
-        raise ApiError(422, "invalid_segment", str(exc)) from exc
+    except (SavedSegmentError, SegmentError, SegmentCompileError) as exc:
+        status, code = error_status(exc)
+        body = error_body(exc)["error"]
+        raise ApiError(status, code, body["message"], body.get("errors")) from exc
+
+
+def _with_tree(seg: dict[str, Any]) -> dict[str, Any]:
+    """A saved segment with its definition's JSON form, ``tree`` (the stored text is canonical)."""
+    return {**seg, "tree": to_json(parse(seg["expression"]))}
 
 
 @router.post("/v1/segments/count")
@@ -70,6 +73,36 @@ async def segment_members(body: SegmentQuery, _key: AdminKey, runtime: RuntimeDe
     return {"count": len(ids), "person_ids": sorted(ids)}
 
 
+class SegmentText(BaseModel):
+    """An expression as text."""
+
+    model_config = ConfigDict(extra="forbid")
+    expression: Annotated[str, Field(max_length=MAX_EXPRESSION)]
+
+
+class SegmentTree(BaseModel):
+    """An expression as its JSON form (docs/segments.md, "JSON form")."""
+
+    model_config = ConfigDict(extra="forbid")
+    tree: dict[str, Any]
+
+
+@router.post("/v1/segments/parse")
+async def segment_parse(body: SegmentText, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
+    """The JSON form of an expression (``tree``) and its canonical text, checked against the catalogue
+    (422 with position and suggestions, as ``/v1/segments/count``)."""
+    tree = await _call(_service(runtime).tree, body.expression)
+    return {"tree": to_json(tree), "expression": to_text(tree)}
+
+
+@router.post("/v1/segments/render")
+async def segment_render(body: SegmentTree, _key: AdminKey, runtime: RuntimeDep) -> dict[str, str]:
+    """The canonical text of a tree in the JSON form, checked against the catalogue (422 with the
+    path of the problem and suggestions, as ``/v1/segments/count``)."""
+    tree = await _call(_service(runtime).tree, body.tree)
+    return {"expression": to_text(tree)}
+
+
 # -- saved segments ---------------------------------------------------------------------------------
 
 
@@ -83,9 +116,9 @@ class SegmentCreate(SegmentQuery):
 
 @router.get("/v1/segments")
 async def segments_list(_key: AdminKey, runtime: RuntimeDep) -> list[dict[str, Any]]:
-    """Saved segments with their member counts."""
+    """Saved segments with their member counts and definitions (text and ``tree``, the JSON form)."""
     rows: list[dict[str, Any]] = await _call(_service(runtime).saved.all)
-    return rows
+    return [_with_tree(r) for r in rows]
 
 
 @router.post("/v1/segments", status_code=201)
@@ -95,17 +128,16 @@ async def segment_create(body: SegmentCreate, _key: AdminKey, runtime: RuntimeDe
     seg, result = await _call(
         saved.create, body.name, _expression(body), kind=body.kind, description=body.description, by="api"
     )
-    return {**seg, "refresh": result.as_dict()}
+    return {**_with_tree(seg), "refresh": result.as_dict()}
 
 
 @router.post("/v1/segments/refresh")
 async def segments_refresh(
     _key: AdminKey, runtime: RuntimeDep, full: Annotated[bool, Query(description="Re-evaluate everyone.")] = False
 ) -> dict[str, Any]:
-    """Refresh every dynamic segment (incremental where the definitions allow it), then every rule tag."""
-    svc = _service(runtime)
-    results = await _call(svc.saved.refresh, None, full=full)
-    rules = await _call(refresh_rule_tags, svc)
+    """Refresh every dynamic segment (incremental where the definitions allow it) and every rule tag,
+    in dependency order: a segment after the rule tags it reads, so one refresh brings all current."""
+    results, rules = await _call(refresh_all, _service(runtime), full=full)
     return {
         "segments": [r.as_dict() for r in results],
         "rule_tags": [t.as_dict() for t in rules],
@@ -137,9 +169,9 @@ async def segment_tag(name: SegmentName, body: SegmentTagging, _key: AdminKey, r
 
 @router.get("/v1/segments/{name}")
 async def segment_get(name: SegmentName, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
-    """One saved segment."""
+    """One saved segment, its definition as text (``expression``) and as the JSON form (``tree``)."""
     seg: dict[str, Any] = await _call(_service(runtime).saved.get, name)
-    return seg
+    return _with_tree(seg)
 
 
 @router.delete("/v1/segments/{name}")

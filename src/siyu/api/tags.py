@@ -27,7 +27,9 @@ By = Annotated[str, Field(min_length=1, max_length=128, description="Who is tagg
 
 
 def _svc(runtime: Runtime) -> TagService:
-    return TagService(runtime.ingestor)
+    # With the runtime's segment service: a tag renamed or deleted here is unknown to the next
+    # segment validation at once (its catalogue cache is dropped), and rules are checked against it.
+    return TagService(runtime.ingestor, segments=runtime.segments())
 
 
 async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -42,6 +44,13 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 # -- groups and tags ----------------------------------------------------------------------------
 class GroupCreate(BaseModel):
     """A tag group to create."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Text30
+
+
+class GroupUpdate(BaseModel):
+    """A tag group's new name."""
 
     model_config = ConfigDict(extra="forbid")
     name: Text30
@@ -80,9 +89,16 @@ async def groups_create(body: GroupCreate, _key: AdminKey, runtime: RuntimeDep) 
     return result
 
 
+@router.patch("/v1/tag-groups/{name}")
+async def groups_update(name: Name, body: GroupUpdate, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
+    """Rename a tag group; its tags move with it (404 for an unknown group, 409 for a name in use)."""
+    result: dict[str, Any] = await _call(_svc(runtime).rename_group, name, body.name)
+    return result
+
+
 @router.delete("/v1/tag-groups/{name}")
 async def groups_delete(name: Name, _key: AdminKey, runtime: RuntimeDep) -> dict[str, str]:
-    """Delete an empty tag group."""
+    """Delete an empty tag group (409, naming its tags, while it holds any: delete or move them first)."""
     await _call(_svc(runtime).delete_group, name)
     return {"deleted": name}
 
@@ -122,7 +138,8 @@ async def tags_create(body: TagCreate, _key: AdminKey, runtime: RuntimeDep) -> d
 
 @router.patch("/v1/tags/{name}")
 async def tags_update(name: Name, body: TagUpdate, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
-    """Rename a tag or move it to another group; holders get `tag_removed` + `tag_added` events."""
+    """Rename a tag or move it to another group; holders get `tag_removed` + `tag_added` events.
+    Saved segments and rule tags that test it are rewritten to the new name (listed in `rewritten`)."""
     result: dict[str, Any] = await _call(
         _svc(runtime).rename_tag, name, body.name or name, by=body.by, group=body.group
     )
@@ -131,7 +148,8 @@ async def tags_update(name: Name, body: TagUpdate, _key: AdminKey, runtime: Runt
 
 @router.delete("/v1/tags/{name}")
 async def tags_delete(name: Name, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
-    """Delete a tag: `tag_removed` for every holder, then the tag and its event rules."""
+    """Delete a tag: `tag_removed` for every holder, then the tag and its event rules. Refused (409,
+    naming them) while a saved segment or a rule tag tests it."""
     result: dict[str, Any] = await _call(_svc(runtime).delete_tag, name, by="api")
     return result
 
@@ -247,7 +265,8 @@ async def rules_list(_key: AdminKey, runtime: RuntimeDep) -> list[dict[str, Any]
 
 @router.post("/v1/tag-rules", status_code=201)
 async def rules_create(body: RuleCreate, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
-    """Add an event-tag rule (the same rule again returns the existing one)."""
+    """Add an event-tag rule (the same rule again returns the existing one). The event and property
+    must be known to the stores and the value fit the property's type (else 422, with suggestions)."""
     result: dict[str, Any] = await _call(
         _svc(runtime).add_rule, body.event, body.property, body.op, body.value, body.tag, by="api"
     )

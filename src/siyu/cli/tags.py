@@ -48,7 +48,7 @@ def _service(ctx: typer.Context) -> Iterator[Any]:
     except EventStoreLocked as exc:
         _fail(str(exc))
     try:
-        yield TagService(rt.ingestor)
+        yield TagService(rt.ingestor, segments=rt.segments())
     except TagError as exc:
         _fail(str(exc), exc.errors)
     finally:
@@ -78,6 +78,26 @@ def group_create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="G
     with _service(ctx) as svc:
         svc.create_group(name)
     out.print(f"created group {name}")
+
+
+@tag_app.command("group-rename")
+def group_rename(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The group.")],
+    new_name: Annotated[str, typer.Argument(help="Its new name.")],
+) -> None:
+    """Rename a tag group; its tags move with it."""
+    with _service(ctx) as svc:
+        group = svc.rename_group(name, new_name)
+    out.print(f"renamed group {name} → {group['name']} ({group['tags']} tags)", markup=False, highlight=False)
+
+
+@tag_app.command("group-delete")
+def group_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The group.")]) -> None:
+    """Delete an empty tag group (refused while it holds tags: delete them or move them first)."""
+    with _service(ctx) as svc:
+        svc.delete_group(name)
+    out.print(f"deleted group {name}", markup=False, highlight=False)
 
 
 @tag_app.command("list")
@@ -144,12 +164,19 @@ def create(
 def rename(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The tag.")],
-    new_name: Annotated[str, typer.Argument(help="Its new name.")],
+    new_name: Annotated[str | None, typer.Argument(help="Its new name (default: unchanged).")] = None,
+    group: Annotated[str | None, typer.Option(help="Move it to this group.")] = None,
 ) -> None:
-    """Rename a tag (holders get tag_removed + tag_added events)."""
+    """Rename a tag and / or move it to another group (holders get tag_removed + tag_added events).
+
+    Saved segments and rule tags that test the tag are rewritten to the new name.
+    """
     with _service(ctx) as svc:
-        svc.rename_tag(name, new_name, by=ACTOR)
-    out.print(f"renamed {name} → {new_name}")
+        result = svc.rename_tag(name, new_name, by=ACTOR, group=group)
+    moved = f" (group {group})" if group else ""
+    out.print(f"renamed {name} → {new_name or name}{moved}", markup=False, highlight=False)
+    for user in result["rewritten"]:
+        out.print(f"  rewritten: {user}", markup=False, highlight=False)
 
 
 @tag_app.command("delete")
@@ -158,7 +185,10 @@ def delete(
     name: Annotated[str, typer.Argument(help="The tag.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a tag: removed from every holder (with tag_removed events), rules dropped."""
+    """Delete a tag: removed from every holder (with tag_removed events), rules dropped.
+
+    Refused while a saved segment or a rule tag tests it (has tag).
+    """
     if not yes and not typer.confirm(f"delete tag {name} from everyone who holds it?"):
         raise typer.Exit(1)
     with _service(ctx) as svc:
@@ -234,7 +264,10 @@ def rule_add(
     value: Annotated[str, typer.Argument(help='The value, as JSON ("奶粉", 10000, ["a","b"]) or plain text.')],
     tag: Annotated[str, typer.Option("--tag", help="Tag to add.")],
 ) -> None:
-    """Add an event-tag rule: when EVENT arrives with PROP OP VALUE, add --tag."""
+    """Add an event-tag rule: when EVENT arrives with PROP OP VALUE, add --tag.
+
+    EVENT and PROP must be known to the stores (suggestions otherwise), and VALUE fit PROP's type.
+    """
     try:
         parsed: Any = json.loads(value)
     except ValueError:

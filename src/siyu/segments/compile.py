@@ -47,7 +47,7 @@ from siyu.segments.nodes import (
     Step,
     Value,
 )
-from siyu.segments.validate import Catalogue
+from siyu.segments.validate import Catalogue, is_list
 
 #: The ISO-8601 shape a ``datetime`` property or trait must have (as date literals do); no
 #: backslashes, so the pattern reads the same in every engine's SQL string literals.
@@ -242,7 +242,7 @@ def _compare(column: ir.Value, kind: str, cond: FieldCondition, ctx: Context) ->
         return column.between(_literal(cond.low), _literal(cond.high))
     op, value = cond.op, cond.value
     if op in ("contains", "not contains"):
-        if kind == "list":
+        if is_list(kind):
             test = _list_contains(column, value)
         else:
             text = value.text if isinstance(value, AbsoluteDate) else str(value)

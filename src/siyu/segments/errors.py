@@ -124,14 +124,15 @@ class SegmentLimitError(SegmentError):
     def __init__(self, limit: str, maximum: int, actual: int | None = None, span: Span | None = None) -> None:
         name_zh, name_en, unit_zh, unit_en = self._NAMES[limit]
         at_zh, at_en = _where(span)
-        got_zh = f"{actual} {unit_zh}，" if actual is not None else ""
-        got_en = f"{actual} {unit_en}, " if actual is not None else ""
-        more_zh = "" if actual is not None else "超过 "
-        more_en = "" if actual is not None else "more than "
-        super().__init__(
-            f"{at_zh}{name_zh}：{got_zh}{more_zh}上限为 {maximum} {unit_zh}",
-            f"{at_en}{name_en}: {got_en}{more_en}the limit is {maximum} {unit_en}",
-        )
+        if actual is not None:
+            # "列表过长：1001 项，上限为 1000 项" / "list too long: 1001 items, the limit is 1000 items"
+            zh = f"{name_zh}：{actual} {unit_zh}，上限为 {maximum} {unit_zh}"
+            en = f"{name_en}: {actual} {unit_en}, the limit is {maximum} {unit_en}"
+        else:
+            # Raised on the first item over the limit, before the total is known.
+            zh = f"{name_zh}：超过上限 {maximum} {unit_zh}"
+            en = f"{name_en}: more than the limit of {maximum} {unit_en}"
+        super().__init__(at_zh + zh, at_en + en)
         self.limit = limit
         self.maximum = maximum
         self.actual = actual
@@ -205,3 +206,26 @@ class SegmentValidationError(SegmentError):
     def to_dict(self) -> dict[str, Any]:
         """As :meth:`SegmentError.to_dict`, plus every problem."""
         return {**super().to_dict(), "problems": [p.to_dict() for p in self.problems]}
+
+
+#: The API's error code for an error with an HTTP ``status`` other than 422.
+_STATUS_CODES = {404: "not_found", 409: "conflict"}
+
+
+def error_status(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and error code the API answers ``exc`` with: 422 ``invalid_segment`` for a
+    segment-language error or a tree the compiler refuses; an error carrying a ``status`` (a saved
+    segment not found, a name in use) answers that status, 404 ``not_found`` or 409 ``conflict``."""
+    status = 422 if isinstance(exc, SegmentError) else int(getattr(exc, "status", 422))
+    return status, _STATUS_CODES.get(status, "invalid_segment")
+
+
+def error_body(exc: Exception) -> dict[str, Any]:
+    """The JSON error object the API answers ``exc`` with (the CLI prints the same with ``--json``):
+    ``{"error": {"code", "message", "errors"?}}``, ``errors`` holding :meth:`SegmentError.to_dict`
+    (with every validation problem, its position and suggestions) for a segment-language error."""
+    _, code = error_status(exc)
+    body: dict[str, Any] = {"code": code, "message": str(exc)}
+    if isinstance(exc, SegmentError):
+        body["errors"] = [exc.to_dict()]
+    return {"error": body}

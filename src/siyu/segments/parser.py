@@ -290,9 +290,10 @@ class _Parser:
         values = [self.value()]
         while self.peek().kind == "comma":
             self.take()
+            item = self.peek()  # the error points at the first item over the limit
             values.append(self.value())
             if len(values) > self.limits.max_list_items:
-                raise SegmentLimitError("max_list_items", self.limits.max_list_items, span=self.peek().span)
+                raise SegmentLimitError("max_list_items", self.limits.max_list_items, span=item.span)
         if self.peek().kind != "rparen":
             raise self.error('"," or ")"')
         self.take()
@@ -482,9 +483,10 @@ class _Parser:
         names = [self.string()]
         while self.peek().kind == "comma":
             self.take()
+            item = self.peek()  # the error points at the first item over the limit
             names.append(self.string())
             if len(names) > self.limits.max_list_items:
-                raise SegmentLimitError("max_list_items", self.limits.max_list_items, span=self.peek().span)
+                raise SegmentLimitError("max_list_items", self.limits.max_list_items, span=item.span)
         if self.peek().kind != "rparen":
             raise self.error('"," or ")"')
         self.take()

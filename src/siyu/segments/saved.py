@@ -6,8 +6,8 @@
 * **static** segments are a snapshot taken when they are created; ``in segment`` reads the stored
   members.
 
-A segment that would refer to itself, directly or through others, is refused; a segment another
-segment or a rule tag refers to cannot be deleted.
+A segment that would refer to itself, directly or through others (segments and rule tags alike), is
+refused; a segment another segment or a rule tag refers to cannot be deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
-from siyu.segments import find_cycle, parse, referenced_segments, to_text
+from siyu.segments import parse, referenced_segments, to_text
 from siyu.segments.compile import Context, SegmentCompileError
 from siyu.segments.membership import (
     Membership,
@@ -32,6 +32,7 @@ from siyu.segments.membership import (
 )
 from siyu.segments.nodes import Node
 from siyu.store.ops.schema import segments, tags
+from siyu.tags.references import Definitions, chain_text
 
 KINDS = ("dynamic", "static")
 NAME_LIMIT = 64
@@ -148,13 +149,16 @@ class SavedSegments:
             raise SavedSegmentError(
                 f"description: 最多 {DESCRIPTION_LIMIT} 字 / at most {DESCRIPTION_LIMIT} characters"
             )
-        tree = self.service.tree(expression)
-        definitions = self.definitions()
-        if name in definitions:
+        tree = self.service.parse(expression)
+        with self.runtime.engine.connect() as conn:
+            graph = Definitions.load(conn)
+        if name in graph.segments:
             raise SavedSegmentError(f'人群 "{name}" 已存在 / a segment named "{name}" exists', 409)
-        cycle = find_cycle(name, tree, definitions.get)
-        if cycle:
-            raise SavedSegmentError(f"人群循环引用 / segment refers to itself: {' → '.join(cycle)}")
+        # Before validation: a segment naming itself is not yet known, and would read as unknown.
+        loop = graph.find_loop(("segment", name), tree)
+        if loop:
+            raise SavedSegmentError(f"人群循环引用 / segment {name} refers to itself: {chain_text(loop)}")
+        self.service.validate(tree)
         at = now or datetime.now(UTC)
         sid = hashlib.sha256(f"segment:{name}:{at.isoformat()}".encode()).hexdigest()[:24]
         with self.runtime.engine.begin() as conn:
@@ -222,10 +226,24 @@ class SavedSegments:
     def refresh(
         self, name: str | None = None, *, now: datetime | None = None, full: bool = False
     ) -> list[RefreshResult]:
-        """Refresh one segment, or every dynamic one together (rule tags are refreshed by the caller)."""
+        """Refresh one segment, or every dynamic one.
+
+        Every dynamic one: the rule tags they read (``has tag``, also through the segments they name)
+        are refreshed first, in dependency order, so one refresh brings every segment current
+        (:func:`siyu.segments.tagging.refresh_all`, which also refreshes the other rule tags and
+        reports on them). Results in name order.
+        """
         if name is not None:
             return [self.refresh_one(self.get(name), now=now, full=full)]
-        return self._refresh([seg for seg in self._all() if seg["kind"] == "dynamic"], now=now, full=full)
+        from siyu.segments.tagging import refresh_all
+
+        return refresh_all(self.service, now=now, full=full, every_rule_tag=False)[0]
+
+    def refresh_batch(
+        self, segs: list[dict[str, Any]], *, now: datetime | None = None, full: bool = False
+    ) -> list[RefreshResult]:
+        """Refresh ``segs`` together (decision 017); the caller orders batches after the rule tags they read."""
+        return self._refresh(segs, now=now, full=full)
 
     def _refresh(self, segs: list[dict[str, Any]], *, now: datetime | None, full: bool) -> list[RefreshResult]:
         """Refresh ``segs`` at one ``now``: evaluated one by one, written in one transaction per store."""

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from siyu.runtime import Runtime
-from siyu.segments import Catalogue, SegmentValidationError, from_json, parse, validate
+from siyu.segments import Catalogue, from_json, parse, validate
 from siyu.segments.compile import ISO_DATETIME
 from siyu.segments.engine import SegmentEngine
 from siyu.segments.nodes import Node
 from siyu.segments.saved import SavedSegments
 from siyu.segments.validate import BUILTIN_EVENTS
+from siyu.store.events import EventStore
 from siyu.store.ops.schema import groups, segments, staff, tags
 
 #: JSON types (DuckDB's ``json_type``) as catalogue field types.
@@ -55,7 +56,14 @@ def _majority(counts: Mapping[tuple[str, str], int]) -> dict[str, str]:
     return out
 
 
-def read_catalogue(runtime: Runtime) -> tuple[Catalogue, dict[str, tuple[str, ...]]]:
+class Stores(Protocol):
+    """Both stores of an installation (a :class:`~siyu.runtime.Runtime`, or its ingestor)."""
+
+    engine: Engine
+    events: EventStore
+
+
+def read_catalogue(runtime: Stores) -> tuple[Catalogue, dict[str, tuple[str, ...]]]:
     """What exists in the stores now (see the module docstring), and group name → chat ids."""
     cur = runtime.events.cursor()
     trait_types = _majority(
@@ -140,27 +148,41 @@ class SegmentService:
         return cached[1], cached[2]
 
     def forget_catalogue(self) -> None:
-        """Read the catalogue again before the next validation (after a segment or tag was created
-        or deleted, or new event names were written)."""
+        """Read the catalogue again before the next validation (after a segment or tag was created,
+        renamed or deleted — the tag service calls it — or new event names were written)."""
         self._stale = True
+
+    def check_with(self, check: Callable[[Catalogue], None]) -> None:
+        """Run ``check`` on the catalogue (cached). If it raises and the catalogue came from the
+        cache, read it again and run ``check`` once more: a cached catalogue may predate a new
+        event, trait or tag, so only a freshly read one makes the problem real."""
+        read_at = self._catalogue[0] if self._catalogue is not None and not self._stale else None
+        try:
+            check(self.catalogue()[0])
+        except ValueError:  # a segment validation error, a tag error: what a check raises
+            if read_at is None or self._catalogue is None or self._catalogue[0] != read_at:
+                raise  # the catalogue was just read: the problem is real
+            self.forget_catalogue()
+            check(self.catalogue()[0])
 
     @property
     def saved(self) -> SavedSegments:
         """The installation's saved segments (a new object per use: a refresh batch holds state)."""
         return SavedSegments(self)
 
+    @staticmethod
+    def parse(expression: str | Mapping[str, Any]) -> Node:
+        """Parse (text or JSON form) without validating; raises the syntax / JSON errors."""
+        return parse(expression) if isinstance(expression, str) else from_json(expression)
+
+    def validate(self, tree: Node) -> None:
+        """Validate ``tree`` against the catalogue (see :meth:`check_with`)."""
+        self.check_with(lambda catalogue: validate(tree, catalogue))
+
     def tree(self, expression: str | Mapping[str, Any]) -> Node:
         """Parse (text or JSON form) and validate; raises the segment errors of docs/segments.md."""
-        tree = parse(expression) if isinstance(expression, str) else from_json(expression)
-        read_at = self._catalogue[0] if self._catalogue is not None else None
-        try:
-            validate(tree, self.catalogue()[0])
-        except SegmentValidationError:
-            if read_at is None or self._catalogue is None or self._catalogue[0] != read_at:
-                raise  # the catalogue was just read: the problem is real
-            # A cached catalogue may predate a new event, trait or tag: read it again, once.
-            self.forget_catalogue()
-            validate(tree, self.catalogue()[0])
+        tree = self.parse(expression)
+        self.validate(tree)
         return tree
 
     def engine(self, *, fresh: bool = True) -> SegmentEngine:

@@ -6,6 +6,10 @@ tags written with source ``rule``: each refresh adds it to persons who now match
 from persons who no longer do, through the tag service's single-writer path (so every change is a
 ``tag_added`` / ``tag_removed`` event with who and why). People cannot tag or untag a rule tag by
 hand; the tag service refuses.
+
+Rule tags and saved segments may read each other (``has tag``, ``in segment``): a refresh brings them
+current in dependency order (:func:`refresh_all`), and a definition that would refer to itself,
+directly or through others, is refused.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from siyu.segments import to_text
+from siyu.segments.membership import RefreshResult
 from siyu.segments.saved import SavedSegmentError
 from siyu.store.ops.schema import person_tags, tags
-from siyu.tags.catalog import tag_named
+from siyu.tags.catalog import check_name, check_unused, tag_named
+from siyu.tags.errors import TagError
 from siyu.tags.holders import set_person_tags
+from siyu.tags.references import Definitions, chain_text
 from siyu.tags.service import TagService, make_why
 
 RULE_ACTOR = "segment-rule"
@@ -41,11 +48,27 @@ class RuleTagResult:
         return {"tag": self.tag, "holders": self.holders, "added": self.added, "removed": self.removed}
 
 
+def _tagger(service: Any) -> TagService:
+    return TagService(service.runtime.ingestor, segments=service)
+
+
 def create_rule_tag(service: Any, name: str, group: str, expression: str | Mapping[str, Any]) -> RuleTagResult:
-    """Create a rule tag from a segment expression (validated like any segment) and fill it."""
-    tree = service.tree(expression)
-    tagger = TagService(service.runtime.ingestor)
-    tagger.create_tag(name, group, kind="rule", rule=to_text(tree))
+    """Create a rule tag from a segment expression (validated like any segment) and fill it.
+
+    Refused (:class:`~siyu.tags.errors.TagError`) when the expression would make the tag refer to
+    itself, directly or through segments and other rule tags.
+    """
+    name = check_name("tag", name)
+    tree = service.parse(expression)
+    with service.runtime.engine.connect() as conn:
+        check_unused(conn, name)
+        graph = Definitions.load(conn)
+    # Before validation: a rule naming its own tag is not yet known, and would read as unknown.
+    loop = graph.find_loop(("tag", name), tree)
+    if loop:
+        raise TagError(f"规则标签循环引用 / rule tag {name} refers to itself: {chain_text(loop)}")
+    service.validate(tree)
+    _tagger(service).create_tag(name, group, kind="rule", rule=to_text(tree))
     service.forget_catalogue()
     return refresh_rule_tag(service, name)
 
@@ -57,7 +80,7 @@ def refresh_rule_tag(service: Any, name: str, *, now: datetime | None = None) ->
     if row is None or row.kind != "rule" or not row.rule:
         raise SavedSegmentError(f'"{name}" 不是规则标签 / "{name}" is not a rule tag', 404)
     wanted = service.members(row.rule, now=now)
-    tagger = TagService(service.runtime.ingestor)
+    tagger = _tagger(service)
     at = now or datetime.now(UTC)
 
     def work(conn: Connection) -> tuple[int, int, int]:
@@ -73,10 +96,59 @@ def refresh_rule_tag(service: Any, name: str, *, now: datetime | None = None) ->
 
 
 def refresh_rule_tags(service: Any, *, now: datetime | None = None) -> list[RuleTagResult]:
-    """Refresh every rule tag."""
+    """Refresh every rule tag, each after the rule tags it reads; results in name order."""
     with service.runtime.engine.connect() as conn:
-        names = [r[0] for r in conn.execute(select(tags.c.name).where(tags.c.kind == "rule").order_by(tags.c.name))]
-    return [refresh_rule_tag(service, n, now=now) for n in names]
+        graph = Definitions.load(conn)
+    return _refresh_in_order(service, graph, [], sorted(graph.rules), now=now, full=False)[1]
+
+
+def refresh_all(
+    service: Any, *, now: datetime | None = None, full: bool = False, every_rule_tag: bool = True
+) -> tuple[list[RefreshResult], list[RuleTagResult]]:
+    """Refresh every dynamic segment and every rule tag in one pass, in dependency order, at one ``now``.
+
+    A rule tag is refreshed after the rule tags it reads, a segment after the rule tags it reads
+    (also through the segments it names), so nothing lags a refresh behind. Segments are refreshed
+    in as few batches as that order allows, each batch written together (decision 017); a batch
+    that cannot be evaluated writes nothing, but the steps before it stay written. With
+    ``every_rule_tag`` false, only the rule tags some segment reads. Results in name order.
+    """
+    with service.runtime.engine.connect() as conn:
+        graph = Definitions.load(conn)
+    dynamic = sorted(n for n in graph.segments if n not in graph.static)
+    if every_rule_tag:
+        rule_names = sorted(graph.rules)
+    else:
+        rule_names = sorted(graph.rule_tags_behind(("segment", n) for n in dynamic))
+    return _refresh_in_order(service, graph, dynamic, rule_names, now=now, full=full)
+
+
+def _refresh_in_order(
+    service: Any,
+    graph: Definitions,
+    segment_names: list[str],
+    rule_names: list[str],
+    *,
+    now: datetime | None,
+    full: bool,
+) -> tuple[list[RefreshResult], list[RuleTagResult]]:
+    try:
+        steps = graph.refresh_order(segment_names, rule_names)
+    except ValueError as exc:
+        raise SavedSegmentError(f"循环引用 / {exc}", 409) from exc
+    at = now or datetime.now(UTC)
+    saved = service.saved
+    rows = {seg["name"]: seg for seg in saved.all()}
+    segment_results: list[RefreshResult] = []
+    tag_results: list[RuleTagResult] = []
+    for kind, names in steps:
+        if kind == "segment":
+            segment_results += saved.refresh_batch([rows[n] for n in names if n in rows], now=at, full=full)
+        else:
+            tag_results += [refresh_rule_tag(service, n, now=at) for n in names]
+    segment_results.sort(key=lambda r: r.name)
+    tag_results.sort(key=lambda r: r.tag)
+    return segment_results, tag_results
 
 
 def tag_segment(
@@ -86,7 +158,7 @@ def tag_segment(
     ids = service.saved.members(segment)
     if not ids:
         return 0
-    tagger = TagService(service.runtime.ingestor)
+    tagger = _tagger(service)
     why_reason = reason or f"segment {segment}"
 
     def work(conn: Connection) -> int:

@@ -38,8 +38,41 @@ from siyu.segments.nodes import (
     Value,
 )
 
-FieldType = Literal["string", "number", "integer", "boolean", "datetime", "list"]
-FIELD_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean", "datetime", "list")
+FieldType = Literal[
+    "string",
+    "number",
+    "integer",
+    "boolean",
+    "datetime",
+    "list",
+    "list<string>",
+    "list<number>",
+    "list<integer>",
+    "list<boolean>",
+]
+#: Types a list's elements can have: ``list<string>`` is a list of strings. A plain ``list`` says
+#: nothing about its elements, so ``contains`` takes any value there.
+LIST_ELEMENT_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean")
+FIELD_TYPES: tuple[str, ...] = (
+    "string",
+    "number",
+    "integer",
+    "boolean",
+    "datetime",
+    "list",
+    *(f"list<{t}>" for t in LIST_ELEMENT_TYPES),
+)
+
+
+def is_list(kind: str) -> bool:
+    """Whether a field of type ``kind`` holds a list (``list`` or ``list<…>``)."""
+    return kind == "list" or kind.startswith("list<")
+
+
+def element_type(kind: str) -> str | None:
+    """The element type of ``list<…>`` (``list<string>`` → ``string``); None for any other type."""
+    return kind[5:-1] if kind.startswith("list<") and kind.endswith(">") else None
+
 
 #: Order fields usable in ``orders … where`` and as the field of ``sum`` / ``avg`` / ``min`` / ``max``.
 #: ``category`` and ``sku`` match an order with at least one such item.
@@ -62,8 +95,8 @@ BUILTIN_EVENTS: dict[str, dict[str, str]] = {
         "amount_fen": "integer",
         "discount_fen": "integer",
         "item_count": "integer",
-        "skus": "list",
-        "categories": "list",
+        "skus": "list<string>",
+        "categories": "list<string>",
     },
     "order_refunded": {
         "order_id": "string",
@@ -102,6 +135,10 @@ _TYPE_NAMES = {
     "boolean": ("布尔值", "a boolean"),
     "datetime": ("日期时间", "a date/time"),
     "list": ("列表", "a list"),
+    "list<string>": ("文本列表", "a list of text"),
+    "list<number>": ("数字列表", "a list of numbers"),
+    "list<integer>": ("整数列表", "a list of integers"),
+    "list<boolean>": ("布尔值列表", "a list of booleans"),
 }
 _SOURCE_NAMES = {
     "trait": ("客户属性", "trait"),
@@ -116,8 +153,9 @@ class Catalogue:
     """What a segment may refer to.
 
     ``traits`` and each event's properties map a name to a type (``string``, ``number``,
-    ``integer``, ``boolean``, ``datetime``, ``list``). ``groups`` and ``staff`` are checked only when
-    given. Person fields (``first_seen`` …) and ``order_fields`` are built in.
+    ``integer``, ``boolean``, ``datetime``, ``list``, or a list whose elements have one type:
+    ``list<string>``, ``list<number>``, ``list<integer>``, ``list<boolean>``). ``groups`` and
+    ``staff`` are checked only when given. Person fields (``first_seen`` …) and ``order_fields`` are built in.
     """
 
     traits: Mapping[str, str] = field(default_factory=dict)
@@ -240,13 +278,17 @@ class _Checker:
         hint_zh = hint_en = ""
         if kind == "datetime" and isinstance(value, str):
             hint_zh, hint_en = '（日期写作 "2026-01-01" 或 30d ago）', ' (write a date as "2026-01-01" or 30d ago)'
-        elif kind == "integer" and ref.name.endswith("_fen"):
+        elif kind in ("integer", "list<integer>") and ref.name.endswith("_fen"):
             hint_zh, hint_en = "（金额以整数分计）", " (money is whole fen)"
+        if is_list(kind):
+            what_zh, what_en = f"不能包含 {_show(value)}", f"cannot contain {_show(value)}"
+        else:
+            what_zh, what_en = f"不能与 {_show(value)} 比较", f"cannot be compared with {_show(value)}"
         self.add(
             "type_mismatch",
             path,
-            f"{src_zh} {ref.name} 是{type_zh}，不能与 {_show(value)} 比较{hint_zh}",
-            f"{src_en} {ref.name} is {type_en} and cannot be compared with {_show(value)}{hint_en}",
+            f"{src_zh} {ref.name} 是{type_zh}，{what_zh}{hint_zh}",
+            f"{src_en} {ref.name} is {type_en} and {what_en}{hint_en}",
             span,
             ref.name,
         )
@@ -271,20 +313,22 @@ class _Checker:
             return
         if isinstance(cond, Compare):
             if cond.op in ("contains", "not contains"):
-                if kind not in ("string", "list"):
+                if kind != "string" and not is_list(kind):
                     return self.bad_op(ref, kind, cond.op, f"{path}.op", span)
-                if not _fits(cond.value, "string" if kind == "string" else "list"):
+                # A string holds text; a list holds elements of its element type (any, untyped).
+                wanted = "string" if kind == "string" else (element_type(kind) or "list")
+                if not _fits(cond.value, wanted):
                     return self.mismatch(ref, kind, cond.value, f"{path}.value", span)
                 return None
             if cond.op in ("<", "<=", ">", ">=") and kind not in ("number", "integer", "datetime"):
                 return self.bad_op(ref, kind, cond.op, f"{path}.op", span)
-            if kind == "list":
+            if is_list(kind):
                 return self.bad_op(ref, kind, cond.op, f"{path}.op", span)
             if not _fits(cond.value, kind):
                 return self.mismatch(ref, kind, cond.value, f"{path}.value", span)
             return None
         if isinstance(cond, InList):
-            if kind in ("list", "datetime"):
+            if is_list(kind) or kind == "datetime":
                 return self.bad_op(ref, kind, "not in" if cond.negated else "in", f"{path}.op", span)
             for i, value in enumerate(cond.values):
                 if not _fits(value, kind):

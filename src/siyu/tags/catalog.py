@@ -52,29 +52,48 @@ def create_group(conn: Connection, name: str, at: datetime) -> dict[str, Any]:
     return {"name": name, "position": position, "tags": 0, "created_at": _iso(at)}
 
 
-def rename_group(conn: Connection, old: str, new: str) -> None:
-    """Rename a group (its tags follow; tags held do not change, so no change is written)."""
+def _group(conn: Connection, name: str) -> dict[str, Any]:
+    return next(g for g in list_groups(conn) if g["name"] == name)
+
+
+def rename_group(conn: Connection, old: str, new: str) -> dict[str, Any]:
+    """Rename a group; its tags move with it (who holds them does not change, so no change is written)."""
     new = check_name("new name", new)
-    if not group_exists(conn, old):
-        raise TagNotFound(f"未知标签组 unknown group {old!r}")
-    if new != old and group_exists(conn, new):
+    if not isinstance(old, str) or not group_exists(conn, old):
+        raise TagNotFound(f"未知标签组 unknown group {str(old)[:64]!r} (siyu tag groups lists them)")
+    if new == old:
+        return _group(conn, old)
+    if group_exists(conn, new):
         raise TagConflict(f"标签组已存在 group {new!r} already exists")
-    position = conn.execute(select(tag_groups.c.position).where(tag_groups.c.name == old)).scalar_one()
-    created = conn.execute(select(tag_groups.c.created_at).where(tag_groups.c.name == old)).scalar_one()
-    conn.execute(tag_groups.insert().values(name=new, position=position, created_at=created)) if new != old else None
+    row = conn.execute(select(tag_groups).where(tag_groups.c.name == old)).one()
+    conn.execute(tag_groups.insert().values(name=new, position=row.position, created_at=row.created_at))
     conn.execute(update(tags).where(tags.c.group_name == old).values(group_name=new))
-    if new != old:
-        conn.execute(delete(tag_groups).where(tag_groups.c.name == old))
+    conn.execute(delete(tag_groups).where(tag_groups.c.name == old))
+    return _group(conn, new)
 
 
 def delete_group(conn: Connection, name: str) -> None:
-    """Delete an empty group (delete or move its tags first)."""
-    if not group_exists(conn, name):
-        raise TagNotFound(f"未知标签组 unknown group {name!r}")
-    n = conn.execute(select(func.count()).select_from(tags).where(tags.c.group_name == name)).scalar_one()
-    if n:
-        raise TagConflict(f"标签组仍有 {n} 个标签 group {name!r} still has {n} tag(s): delete them first")
+    """Delete an empty group (delete its tags, or move them to another group, first)."""
+    if not isinstance(name, str) or not group_exists(conn, name):
+        raise TagNotFound(f"未知标签组 unknown group {str(name)[:64]!r} (siyu tag groups lists them)")
+    held = conn.execute(select(tags.c.name).where(tags.c.group_name == name).order_by(tags.c.name)).scalars().all()
+    if held:
+        shown = ", ".join(held[:10]) + (f" … ({len(held)} in all)" if len(held) > 10 else "")
+        raise TagConflict(
+            f"标签组仍有 {len(held)} 个标签，请先删除或移到其他组 / group {name!r} still has {len(held)} tag(s): "
+            f"{shown}; delete them or move them to another group first (siyu tag rename TAG TAG --group OTHER)"
+        )
     conn.execute(delete(tag_groups).where(tag_groups.c.name == name))
+
+
+def check_unused(conn: Connection, name: str) -> None:
+    """Refuse (:class:`TagConflict`) a tag name already used in any group."""
+    clash = conn.execute(select(tags.c.group_name).where(tags.c.name == name)).first()
+    if clash is not None:
+        raise TagConflict(
+            f"标签名已被使用 tag name {name!r} is already used in group {clash.group_name!r}: "
+            "names are unique across groups"
+        )
 
 
 def tag_named(conn: Connection, name: object) -> TagRef:
@@ -134,12 +153,7 @@ def create_tag(
         raise TagError("rule: only a tag of kind `rule` has a rule expression")
     if not group_exists(conn, group):
         raise TagNotFound(f"未知标签组 unknown group {group!r} (siyu tag groups lists them)")
-    clash = conn.execute(select(tags.c.group_name).where(tags.c.name == name)).first()
-    if clash is not None:
-        raise TagConflict(
-            f"标签名已被使用 tag name {name!r} is already used in group {clash.group_name!r}: "
-            "names are unique across groups"
-        )
+    check_unused(conn, name)
     if conn.execute(select(func.count()).select_from(tags)).scalar_one() >= MAX_TAGS:
         raise TagConflict(f"标签已达上限 the tag library is full ({MAX_TAGS} tags, as WeCom's)")
     tag_id = new_id()

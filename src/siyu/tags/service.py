@@ -5,8 +5,12 @@ Every change of who holds a tag is written in the same ops transaction as its ``
 event store, as :class:`~siyu.relations.service.RelationService` does.
 
 Renaming a tag writes ``tag_removed`` (old name) then ``tag_added`` (new name) for every holder,
-so that the event history, which names tags, stays foldable; deleting one writes ``tag_removed``
-for every holder first.
+so that the event history, which names tags, stays foldable, and rewrites the saved segments and
+rule tags that test it (``has tag``) in the same transaction; deleting one writes ``tag_removed``
+for every holder first, and is refused while a saved segment or a rule tag tests it.
+
+Given the installation's segment service, the service tells it when the tag library changed, so
+that the next segment validation reads the tags again (an API server caches them).
 """
 
 from __future__ import annotations
@@ -14,19 +18,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from siyu.ingest.pipeline import Ingestor
+from siyu.segments import DEFAULT_LIMITS, to_text
 from siyu.store.feed import apply_changes
-from siyu.store.ops.schema import tags
-from siyu.tags import catalog, rules
+from siyu.store.ops.schema import segments, tags
+from siyu.tags import catalog, references, rules
 from siyu.tags.errors import ACTOR_LIMIT, REASON_LIMIT, TagConflict, TagError, check_name, check_text
 from siyu.tags.holders import SOURCES, TagRef, Why, holders, set_person_tags, set_relation_tags, write_changes
 from siyu.tags.targets import Target, resolve
 from siyu.tags.view import person_tag_view
 from siyu.timeutil import as_utc
+
+if TYPE_CHECKING:
+    from siyu.segments.service import SegmentService
 
 T = TypeVar("T")
 
@@ -57,10 +65,16 @@ def make_why(by: object, reason: object, source: str, at: datetime | None) -> Wh
 
 
 class TagService:
-    """Tag library and tagging, through the ingestor's single-writer path."""
+    """Tag library and tagging, through the ingestor's single-writer path.
 
-    def __init__(self, ingestor: Ingestor) -> None:
+    ``segments`` is the installation's segment service, when there is one (the API server's and the
+    CLI's): its catalogue checks event-tag rules, and is read again after the tag library changes.
+    Without it, rules are checked against a catalogue read from the stores.
+    """
+
+    def __init__(self, ingestor: Ingestor, *, segments: SegmentService | None = None) -> None:
         self.ingestor = ingestor
+        self.segments = segments
 
     def _run(self, work: Callable[[Connection], T]) -> T:
         with self.ingestor.events.write_lock:
@@ -87,9 +101,9 @@ class TagService:
         """Create a tag group."""
         return self._run(lambda conn: catalog.create_group(conn, name, datetime.now(UTC)))
 
-    def rename_group(self, old: str, new: str) -> None:
-        """Rename a tag group."""
-        self._run(lambda conn: catalog.rename_group(conn, old, new))
+    def rename_group(self, old: str, new: str) -> dict[str, Any]:
+        """Rename a tag group (its tags move with it); the renamed group."""
+        return self._run(lambda conn: catalog.rename_group(conn, old, new))
 
     def delete_group(self, name: str) -> None:
         """Delete an empty tag group."""
@@ -101,23 +115,36 @@ class TagService:
 
     def create_tag(self, name: str, group: str, *, kind: str = "manual", rule: str | None = None) -> dict[str, Any]:
         """Create a tag; its name must be unused in every group."""
-        return self._run(lambda conn: catalog.create_tag(conn, name, group, datetime.now(UTC), kind=kind, rule=rule))
+        created = self._run(lambda conn: catalog.create_tag(conn, name, group, datetime.now(UTC), kind=kind, rule=rule))
+        self._library_changed()
+        return created
 
-    def rename_tag(self, name: str, new_name: str, *, by: str, group: str | None = None) -> dict[str, Any]:
-        """Rename a tag (and / or move it to ``group``); holders get ``tag_removed`` + ``tag_added``."""
-        new_name = check_name("new name", new_name)
+    def rename_tag(
+        self, name: str, new_name: str | None = None, *, by: str, group: str | None = None
+    ) -> dict[str, Any]:
+        """Rename a tag (and / or move it to ``group``); holders get ``tag_removed`` + ``tag_added``.
+
+        Saved segments and rule tags that test the tag are rewritten to the new name in the same
+        transaction, so their members do not change. Refused (:class:`TagConflict`, nothing written)
+        when a definition filters ``$tag_added`` / ``$tag_removed`` events by the old name.
+        """
+        if new_name is None and group is None:
+            raise TagError("give a new name, a new group, or both 请给出新名称或新标签组")
+        checked_name = check_name("new name", new_name) if new_name is not None else None
         new_group = check_name("group", group) if group is not None else None
         why = make_why(by, "renamed", "manual", None)
 
         def work(conn: Connection) -> dict[str, Any]:
             tag = catalog.tag_named(conn, name)
-            if new_name != tag.name and conn.execute(select(tags.c.id).where(tags.c.name == new_name)).first():
-                raise TagConflict(f"标签名已被使用 tag name {new_name!r} is already used")
+            new = checked_name if checked_name is not None else tag.name
+            if new != tag.name and conn.execute(select(tags.c.id).where(tags.c.name == new)).first():
+                raise TagConflict(f"标签名已被使用 tag name {new!r} is already used")
             if new_group is not None and not catalog.group_exists(conn, new_group):
                 raise TagError(f"未知标签组 unknown group {new_group!r}")
-            after = TagRef(tag.id, new_name, new_group or tag.group, tag.kind)
+            after = TagRef(tag.id, new, new_group or tag.group, tag.kind)
             if after == tag:
-                return {"changed": 0}
+                return {"changed": 0, "rewritten": []}
+            rewritten = _carry_rename(conn, tag.name, new, why.at) if new != tag.name else []
             persons, rels = holders(conn, tag)
             rows: list[tuple[str, str, TagRef, str | None, Why]] = []
             # The new name is added a microsecond after the old one is removed: events sharing a
@@ -126,26 +153,42 @@ class TagService:
             for kind, ref, w in (("tag_removed", tag, why), ("tag_added", after, later)):
                 rows += [(kind, p, ref, None, w) for p in persons]
                 rows += [(kind, r.person_id, ref, r.staff_userid, w) for r in rels]
-            catalog.set_tag_row(conn, tag, name=new_name, group=new_group)
-            self._rules_changed()
-            return {"changed": write_changes(conn, rows) // 2}
+            catalog.set_tag_row(conn, tag, name=new, group=new_group)
+            return {"changed": write_changes(conn, rows) // 2, "rewritten": rewritten}
 
-        return self._run(work)
+        try:
+            return self._run(work)
+        finally:
+            self._rules_changed()
+            self._library_changed()
 
     def delete_tag(self, name: str, *, by: str) -> dict[str, Any]:
-        """Delete a tag: ``tag_removed`` for every holder, then its rows and event rules."""
+        """Delete a tag: ``tag_removed`` for every holder, then its rows and event rules.
+
+        Refused (:class:`TagConflict`, nothing written) while a saved segment or a rule tag tests it.
+        """
         why = make_why(by, "tag deleted", "manual", None)
 
         def work(conn: Connection) -> dict[str, Any]:
             tag = catalog.tag_named(conn, name)
-            self._rules_changed()
+            users = references.Definitions.load(conn).users_of_tag(tag.name)
+            if users:
+                shown = ", ".join(references.label(u) for u in users)
+                raise TagConflict(
+                    f'标签 "{tag.name}" 仍被人群或规则标签使用 / tag "{tag.name}" is used by {shown}: '
+                    "change or delete them first"
+                )
             persons, rels = holders(conn, tag)
             changed = set_person_tags(conn, tag, persons, add=False, why=why)
             changed += set_relation_tags(conn, tag, rels, add=False, why=why)
             catalog.delete_tag_row(conn, tag)
             return {"deleted": tag.name, "removed_from": changed}
 
-        return self._run(work)
+        try:
+            return self._run(work)
+        finally:
+            self._rules_changed()
+            self._library_changed()
 
     # -- tagging --------------------------------------------------------------------------------
     def tag(
@@ -201,8 +244,20 @@ class TagService:
 
     # -- event tags -----------------------------------------------------------------------------
     def add_rule(self, event: str, prop: str, op: str, value: Any, tag: str, *, by: str) -> dict[str, Any]:
-        """Store an event-tag rule (:mod:`siyu.tags.rules`); adding the same rule again returns it."""
-        created = self._run(lambda conn: rules.add_rule(conn, event, prop, op, value, tag, by=by, at=datetime.now(UTC)))
+        """Store an event-tag rule (:mod:`siyu.tags.rules`); adding the same rule again returns it.
+
+        The event and its property must be known to the stores (the catalogue segments are checked
+        against), and the value must fit the property's type; else a :class:`TagError` says what is
+        wrong, with "did you mean" suggestions.
+        """
+        name, key, op, value = rules.check_rule(event, prop, op, value)
+        if self.segments is not None:
+            self.segments.check_with(lambda cat: rules.check_known(cat, name, key, op, value))
+        else:
+            from siyu.segments.service import read_catalogue
+
+            rules.check_known(read_catalogue(self.ingestor)[0], name, key, op, value)
+        created = self._run(lambda conn: rules.add_rule(conn, name, key, op, value, tag, by=by, at=datetime.now(UTC)))
         self._rules_changed()
         return created
 
@@ -220,6 +275,47 @@ class TagService:
             if isinstance(hook, rules.EventTagger):
                 hook.invalidate()
 
+    def _library_changed(self) -> None:
+        """The tag names changed: segment validation must not use a cached list of them."""
+        if self.segments is not None:
+            self.segments.forget_catalogue()
+
     def person_tags(self, person_id: str) -> list[dict[str, Any]]:
         """The person-level tag view: tags held by the person or any of their relations."""
         return self._read(lambda conn: person_tag_view(conn, person_id))
+
+
+def _carry_rename(conn: Connection, old: str, new: str, at: datetime) -> list[str]:
+    """Rewrite every saved segment and rule tag that tests tag ``old`` to test ``new`` instead (in the
+    caller's transaction); the definitions rewritten, as labels. Refused when that is not sound."""
+    defs = references.Definitions.load(conn)
+    stuck = [ref for ref in defs.refs() if references.names_tag_in_events(defs.definition(ref), old)]
+    if stuck:
+        shown = ", ".join(references.label(ref) for ref in stuck)
+        raise TagConflict(
+            f'{shown} 按名称筛选了标签 "{old}" 的变更事件，改名会改变其成员 / {shown} filter '
+            f'$tag_added / $tag_removed events by the name "{old}": renaming would change their members; '
+            "change them first"
+        )
+    rewritten: list[str] = []
+    for ref in defs.users_of_tag(old):
+        tree = references.rename_tag_in(defs.definition(ref), old, new)
+        text = to_text(tree)
+        # Stored definitions are parsed again on use: the new text must stay within their limits.
+        limit = DEFAULT_LIMITS.max_length if ref[0] == "segment" else catalog.RULE_LIMIT
+        if len(text) > limit:
+            raise TagConflict(
+                f"{references.label(ref)}: 改名后表达式过长 / its definition would be over {limit} characters"
+            )
+        if ref[0] == "segment":
+            conn.execute(update(segments).where(segments.c.name == ref[1]).values(expression=text, updated_at=at))
+        else:
+            conn.execute(update(tags).where(tags.c.name == ref[1]).values(rule=text))
+        defs = defs.with_definition(ref, tree)
+        rewritten.append(references.label(ref))
+    # A definition may name a tag that did not exist under the new name yet: the rename must not
+    # close a loop through it.
+    loop = defs.with_rule_renamed(old, new).any_loop()
+    if loop is not None:
+        raise TagConflict(f"改名会造成循环引用 / the rename would make a loop: {references.chain_text(loop)}")
+    return rewritten
