@@ -20,9 +20,12 @@ Target (issue 3): 1M customers / ~20M events simulated and loaded in ≤ 3 minut
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sqlite3
+import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -109,9 +112,15 @@ def main() -> None:
         action="store_true",
         help="time only simulate_and_load, the path of `siyu simulate --load` (no steps one by one, no baseline)",
     )
+    parser.add_argument("--log", action="store_true", help="log each import stage's wall and CPU time (INFO)")
     args = parser.parse_args()
     if args.together_only:
         args.together, args.skip_baseline = True, True
+    if args.log:
+        start = time.perf_counter()
+        logging.basicConfig(level=logging.INFO, format="%(elapsed)8.2f s  %(message)s", stream=sys.stderr)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: setattr(record, "elapsed", time.perf_counter() - start) or True)
 
     from siyu.simulate.brands import brand_named
 
