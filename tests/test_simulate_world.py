@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import json
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -241,3 +242,27 @@ def test_mother_baby_orders_suit_the_baby_at_the_order(tmp_path: Path) -> None:
     assert len(unsuited) <= len(lines) // 10_000, unsuited[:10]
     # The stages are all there: pregnancy, newborn, toddler purchases.
     assert (age < 0).sum() > 100 and (age < 6).sum() > 1000 and (age > 12).sum() > 1000
+
+
+# -- order seasonality ---------------------------------------------------------------------------------
+
+
+def _peak_ratio(out: Path, brand: Brand) -> float:
+    """Paid orders a day on 618 and 双11 days against ordinary days (local dates)."""
+    orders = pd.read_parquet(out / "orders.parquet")
+    per_day = orders[orders.status == "paid"].paid_at.dt.tz_convert("Asia/Shanghai").dt.date.value_counts()
+    start = date.fromisoformat(json.loads((out / "manifest.json").read_text())["start"])
+    cal = build_calendar(start, (END - start).days, brand.member_day)
+    counts = np.array([per_day.get(cal.day_of(i), 0) for i in range(cal.days)], dtype=float)
+    labels = np.array(cal.labels)
+    return float(counts[np.isin(labels, ["618", "双11"])].mean() / counts[labels == ""].mean())
+
+
+def test_orders_follow_the_calendar_as_much_as_the_brand_says(tmp_path: Path) -> None:
+    """Same customers and draws, only ``order_seasonality`` differs: its peaks stand out in the orders."""
+    flat = dataclasses.replace(BRANDS["生鲜"], order_seasonality=0.0)
+    warped = dataclasses.replace(BRANDS["生鲜"], order_seasonality=0.8)
+    ratio_flat = _peak_ratio(_run(flat, tmp_path / "flat", customers=4000, seed=3), flat)
+    ratio_warped = _peak_ratio(_run(warped, tmp_path / "warped", customers=4000, seed=3), warped)
+    assert ratio_warped > 1.3, ratio_warped
+    assert ratio_warped > 1.2 * ratio_flat, (ratio_flat, ratio_warped)
