@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +28,16 @@ DUCK_TABLES = ("events", "orders", "person_aliases")
 def at(minutes: float = 0) -> str:
     """ISO timestamp ``minutes`` after :data:`BASE`."""
     return (BASE + timedelta(minutes=minutes)).isoformat()
+
+
+def folder_digest(folder: Path) -> str:
+    """One SHA-256 over every file under ``folder``: relative paths and bytes, in path order."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(folder).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def new_message_id() -> str:

@@ -88,6 +88,17 @@ def test_bad_arguments_name_their_option(tmp_path: Path, args: tuple[str, str], 
     assert not out.exists()
 
 
+def test_a_period_outside_the_calendar_leaves_a_previous_simulation_alone(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    assert run(tmp_path / "home", "simulate", *SMALL, "--out", str(out))[0] == 0
+    before = tree(out)
+    code, _, err = run(
+        tmp_path / "home", "simulate", "--customers", "1000", "--end", "2070-01-01", "--out", str(out), "--overwrite"
+    )
+    assert code == 1 and "--end 2070-01-01 --months 12" in err and "shopping calendar" in err
+    assert tree(out) == before
+
+
 # -- siyu import simulation ----------------------------------------------------------------------------
 def test_importing_a_simulation_folder_gives_the_store_of_load(tmp_path: Path) -> None:
     out = tmp_path / "sim"
@@ -109,6 +120,10 @@ def test_importing_a_folder_that_is_not_a_simulation_is_refused(tmp_path: Path) 
     assert code == 1 and "not a `siyu simulate` output folder" in err
     code, _, err = run(tmp_path / "home", "import", "simulation", str(folder), "--source", "x")
     assert code == 1 and "--source does not apply" in err
+    for manifest in ("{}", "[1]", "{not json", '{"format": "csv"}'):
+        (folder / "manifest.json").write_text(manifest)
+        code, _, err = run(tmp_path / "home", "import", "simulation", str(folder))
+        assert code == 1 and "manifest.json" in err and "Traceback" not in err, manifest
 
 
 # -- siyu demo -------------------------------------------------------------------------------------------
@@ -163,4 +178,21 @@ def test_an_unreadable_demo_state_is_an_error(tmp_path: Path) -> None:
     (home / STATE_FILE).write_text("{not json")
     code, _, err = run(home, *DEMO)
     assert code == 1 and "not a demo state file" in err
-    assert DemoRun("母婴", 1, 1, 1, "2026-01-01").same_options(DemoRun("母婴", 1, 1, 1, "2026-02-01"))
+
+
+def test_bad_demo_options_leave_no_state_behind(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code, _, err = run(home, "demo", "--no-serve", "--customers", "10")
+    assert code == 1 and "--customers must be between 1,000 and 10,000,000, not 10" in err
+    assert read_state(home) is None
+    code, _, err = run(home, *DEMO)  # the next demo with good options loads
+    assert code == 0, err
+    state = read_state(home)
+    assert state is not None and state.complete
+
+
+def test_demo_runs_compare_their_options_not_their_day() -> None:
+    run = DemoRun("母婴", 1000, 2, 5, "2026-01-01")
+    assert run.same_options(DemoRun("母婴", 1000, 2, 5, "2026-02-01"))
+    for other in (("美妆", 1000, 2, 5), ("母婴", 2000, 2, 5), ("母婴", 1000, 3, 5), ("母婴", 1000, 2, 6)):
+        assert not run.same_options(DemoRun(*other, "2026-01-01"))

@@ -17,16 +17,8 @@ from siyu.cli.main import app
 from siyu.config import Settings
 from siyu.runtime import Runtime
 from siyu.segments import parse, to_json, to_text
+from test_segment_compile import ISSUE_EXAMPLES
 
-ISSUE_EXAMPLES = [
-    'city = "北京" and gender = "女"',
-    'did favorite in last 30d and did any in last 7d and city = "北京" and gender = "女" and first_seen <= 365d ago',
-    "did order_paid >= 2 in last 90d where amount_fen >= 10000",
-    'has tag "高意向" and not has tag "已流失"',
-    "not did any in last 30d and did order_paid ever",
-    "did add_contact then order_paid within 7d in last 60d",
-    'in segment "超级用户" or total_spend_fen >= 500000',
-]
 ADMIN = {"Authorization": "Bearer test-admin"}
 
 

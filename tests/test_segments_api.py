@@ -20,6 +20,7 @@ from siyu.config import Settings
 from siyu.relations.service import RelationService
 from siyu.runtime import Runtime
 from siyu.tags.service import TagService
+from test_segment_compile import ISSUE_EXAMPLES
 
 NOW = datetime.now(UTC)
 CITIES = ["北京", "上海", "杭州"]
@@ -155,17 +156,6 @@ def test_a_new_event_name_can_be_used_at_once(api: Api) -> None:
     assert r.json() == {"count": 1}
     still_unknown = count(api, expression="did 没有这个事件 ever")
     assert still_unknown.status_code == 422 and "没有这个事件" in still_unknown.json()["error"]["message"]
-
-
-ISSUE_EXAMPLES = [
-    'city = "北京" and gender = "女"',
-    'did favorite in last 30d and did any in last 7d and city = "北京" and gender = "女" and first_seen <= 365d ago',
-    "did order_paid >= 2 in last 90d where amount_fen >= 10000",
-    'has tag "高意向" and not has tag "已流失"',
-    "not did any in last 30d and did order_paid ever",
-    "did add_contact then order_paid within 7d in last 60d",
-    'in segment "超级用户" or total_spend_fen >= 500000',
-]
 
 
 def _load_examples(api: Api) -> list[dict[str, Any]]:

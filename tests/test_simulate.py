@@ -4,7 +4,6 @@ statistically against the generating parameters (fixed seeds)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import folder_digest
 from siyu.config import Settings
 from siyu.profiles.service import stats
 from siyu.runtime import Runtime
@@ -28,15 +28,6 @@ from siyu.simulate.run import simulate
 from siyu.store.fingerprint import store_fingerprint
 
 END = date(2026, 11, 20)
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            h.update(path.relative_to(folder).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _load(home: Path, folder: Path, ops_url: str | None = None) -> dict[str, str]:
@@ -57,10 +48,10 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_same_seed_same_files_other_seed_other_files(small: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     simulate(MOTHER_BABY, customers=1500, months=6, seed=11, out=again, end=END)
-    assert _digest(again) == _digest(small)
+    assert folder_digest(again) == folder_digest(small)
     other = tmp_path / "other"
     simulate(MOTHER_BABY, customers=1500, months=6, seed=12, out=other, end=END)
-    assert _digest(other) != _digest(small)
+    assert folder_digest(other) != folder_digest(small)
 
 
 def test_both_output_paths_and_repeat_loads_give_identical_stores(small: Path, tmp_path: Path, ops_url: str) -> None:
@@ -113,7 +104,7 @@ def test_simulating_and_loading_at_once_gives_the_same_files_and_store(small: Pa
     assert (rows["events"], rows["orders"]) == (summary.events, summary.orders)
     assert known == [rows["customers"], rows["events"] + rows["orders"]]
     if fmt == "parquet":
-        assert _digest(out) == _digest(small)
+        assert folder_digest(out) == folder_digest(small)
     assert together == _load(tmp_path / "after", small)
 
 

@@ -5,7 +5,6 @@ knows its 年货节 and its range, progress is reported as the run goes, and 母
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import subprocess
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import folder_digest
 from siyu.simulate.brands import BRANDS, HOME_DECOR, MOTHER_BABY, TIERS, Brand
 from siyu.simulate.calendar import (
     FIRST_DAY,
@@ -30,15 +30,6 @@ from siyu.simulate.population import CODE_STAFF, Staff, _route, channel_codes, c
 from siyu.simulate.run import simulate
 
 END = date(2026, 11, 20)
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            h.update(path.relative_to(folder).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _run(brand: Brand, out: Path, *, customers: int, months: int = 12, seed: int = 1, **kw: object) -> Path:
@@ -220,7 +211,7 @@ def test_progress_advances_within_a_block_and_ends_at_the_total(fmt: str, tmp_pa
     assert len(steps) >= 8, steps  # one block, seen advancing stage by stage
     assert all(n > 0 for n in steps) and sum(steps) == 3000
     assert max(steps) <= 3000 * 0.4
-    assert _digest(loud) == _digest(quiet)  # reporting draws nothing
+    assert folder_digest(loud) == folder_digest(quiet)  # reporting draws nothing
 
 
 # -- 母婴: products suit the baby's age ----------------------------------------------------------

@@ -206,6 +206,8 @@ def test_event_rules_name_known_events_and_properties_with_fitting_values(api: A
     assert rule("page_viewed", "page", "=", "campaign").status_code == 201
     assert rule("page_viewed", "n", "in", [1, 2]).status_code == 201
     refused(rule("page_viewed", "n", "in", [1, "2"]), '"2"')
+    refused(rule("page_viewed", "n", "=", 1.5), "1.5", "never fire")  # an integer property never equals 1.5
+    refused(rule("page_viewed", "page", ">", "a"), "page", "never fire")  # text is not ordered, as in segments
     assert rule("order_paid", "categories", "contains", "奶粉").status_code == 201
     assert rule("order_paid", "amount_fen", "is set", None).status_code == 201
     assert len(api.client.get("/v1/tag-rules", headers=ADMIN).json()) == 4

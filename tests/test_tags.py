@@ -336,6 +336,7 @@ def test_rule_matching() -> None:
     assert not matches(p, "amount_fen", ">", "50")  # a number is not compared with text
     assert matches(p, "vip", "=", True) and not matches(p, "amount_fen", "=", True)
     assert matches(p, "city", "in", ["上海", "北京"])
+    assert matches(p, "vip", "in", [True]) and not matches(p, "vip", "in", [False, 1])  # true is not 1
     assert matches(p, "city", "is set", True) and not matches(p, "missing", "is set", True)
     assert not matches(p, "missing", "!=", "x")
 

@@ -72,5 +72,6 @@ def write_state(home: Path, state: DemoState) -> None:
     """Record ``state`` in ``home`` (written to a temporary file, then renamed: never half-written)."""
     path = home / STATE_FILE
     scratch = path.with_suffix(".json.tmp")
-    scratch.write_text(json.dumps({"run": asdict(state.run), "complete": state.complete}, ensure_ascii=False) + "\n")
+    text = json.dumps({"run": asdict(state.run), "complete": state.complete}, ensure_ascii=False) + "\n"
+    scratch.write_text(text, encoding="utf-8")
     scratch.replace(path)

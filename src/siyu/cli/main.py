@@ -139,6 +139,8 @@ def demo(
         state = read_state(settings.home)
     except ValueError as exc:  # an unknown brand, or a demo.json that cannot be read
         fail(str(exc))
+    # Good options before any state is written: a load begun with bad ones could never finish.
+    _checked_options(settings, customers=customers, months=months, seed=seed, end=asked.end)
     with opened(ctx) as rt:
         empty = stats(rt.engine, rt.events)["events"] == 0
     if state is None and not empty:
@@ -193,6 +195,28 @@ def _today(settings: Settings) -> date:
     return datetime.now(ZoneInfo(settings.timezone)).date()
 
 
+def _checked_options(settings: Settings, *, customers: int, months: int, seed: int, end: str | None) -> date:
+    """The simulation's last day (exclusive), once every option is known to be good: anything a
+    simulation would refuse is refused here, naming the option, before a file or state is written."""
+    from siyu.simulate.run import check_arguments
+
+    try:
+        last = date.fromisoformat(end) if end else _today(settings)
+    except ValueError as exc:
+        fail(f"--end {end!r}: not a day as YYYY-MM-DD ({exc})")
+    if not 1_000 <= customers <= 10_000_000:
+        fail(f"--customers must be between 1,000 and 10,000,000, not {customers:,}")
+    if not 1 <= months <= 60:
+        fail(f"--months must be between 1 and 60, not {months}")
+    if seed < 0:
+        fail(f"--seed must be 0 or more, not {seed}")
+    try:
+        check_arguments(customers=customers, months=months, end=last)
+    except ValueError as exc:  # a period outside the shopping calendar
+        fail(f"--end {last} --months {months}: {exc}")
+    return last
+
+
 @app.command()
 def simulate(
     ctx: typer.Context,
@@ -219,18 +243,9 @@ def simulate(
         chosen = brand_named(brand)
     except ValueError as exc:
         fail(str(exc))
-    try:
-        last = date.fromisoformat(end) if end else None
-    except ValueError as exc:
-        fail(f"--end {end!r}: not a day as YYYY-MM-DD ({exc})")
     if fmt not in ("parquet", "jsonl"):
         fail(f"unknown format {fmt!r}: use parquet or jsonl")
-    if not 1_000 <= customers <= 10_000_000:
-        fail(f"--customers must be between 1,000 and 10,000,000, not {customers:,}")
-    if not 1 <= months <= 60:
-        fail(f"--months must be between 1 and 60, not {months}")
-    if seed < 0:
-        fail(f"--seed must be 0 or more, not {seed}")
+    last = _checked_options(settings, customers=customers, months=months, seed=seed, end=end)
     try:
         prepare_out(out_dir, overwrite=overwrite)
     except ValueError as exc:

@@ -68,8 +68,7 @@ def create_rule_tag(service: Any, name: str, group: str, expression: str | Mappi
     if loop:
         raise TagError(f"规则标签循环引用 / rule tag {name} refers to itself: {chain_text(loop)}")
     service.validate(tree)
-    _tagger(service).create_tag(name, group, kind="rule", rule=to_text(tree))
-    service.forget_catalogue()
+    _tagger(service).create_tag(name, group, kind="rule", rule=to_text(tree))  # drops the cached catalogue
     return refresh_rule_tag(service, name)
 
 
@@ -93,13 +92,6 @@ def refresh_rule_tag(service: Any, name: str, *, now: datetime | None = None) ->
 
     holders, added, removed = tagger.run_writes(work)
     return RuleTagResult(name, holders, added, removed)
-
-
-def refresh_rule_tags(service: Any, *, now: datetime | None = None) -> list[RuleTagResult]:
-    """Refresh every rule tag, each after the rule tags it reads; results in name order."""
-    with service.runtime.engine.connect() as conn:
-        graph = Definitions.load(conn)
-    return _refresh_in_order(service, graph, [], sorted(graph.rules), now=now, full=False)[1]
 
 
 def refresh_all(

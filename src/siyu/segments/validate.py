@@ -8,9 +8,9 @@ you mean …" suggestions; a value of the wrong type is an error, never a silent
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from siyu.segments.errors import Problem, SegmentValidationError
 from siyu.segments.nodes import (
@@ -50,18 +50,11 @@ FieldType = Literal[
     "list<integer>",
     "list<boolean>",
 ]
-#: Types a list's elements can have: ``list<string>`` is a list of strings. A plain ``list`` says
-#: nothing about its elements, so ``contains`` takes any value there.
-LIST_ELEMENT_TYPES: tuple[str, ...] = ("string", "number", "integer", "boolean")
-FIELD_TYPES: tuple[str, ...] = (
-    "string",
-    "number",
-    "integer",
-    "boolean",
-    "datetime",
-    "list",
-    *(f"list<{t}>" for t in LIST_ELEMENT_TYPES),
-)
+#: Every field type, in the order above: ``list<string>`` is a list of strings; a plain ``list``
+#: says nothing about its elements, so ``contains`` takes any value there.
+FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
+#: Types a list's elements can have.
+LIST_ELEMENT_TYPES: tuple[str, ...] = tuple(t[5:-1] for t in FIELD_TYPES if t.startswith("list<"))
 
 
 def is_list(kind: str) -> bool:
@@ -467,21 +460,3 @@ def _conditions(node: Node) -> Iterator[Node]:
 def referenced_segments(tree: Node) -> set[str]:
     """Names of the segments ``tree`` refers to with ``in segment``."""
     return {n.name for n in _conditions(tree) if isinstance(n, InSegment)}
-
-
-def find_cycle(name: str, tree: Node, definition: Callable[[str], Node | None]) -> list[str] | None:
-    """The chain ``[name, …, name]`` if saving ``tree`` as segment ``name`` would make it refer to
-    itself, directly or through other segments (``definition`` gives a saved segment's tree), else None."""
-    stack: list[tuple[str, list[str]]] = [(ref, [name, ref]) for ref in sorted(referenced_segments(tree))]
-    seen: set[str] = set()
-    while stack:
-        current, chain = stack.pop()
-        if current == name:
-            return chain
-        if current in seen:
-            continue
-        seen.add(current)
-        other = definition(current)
-        if other is not None:
-            stack.extend((ref, [*chain, ref]) for ref in sorted(referenced_segments(other)))
-    return None

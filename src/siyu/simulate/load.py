@@ -38,7 +38,12 @@ def data_files(folder: Path) -> list[tuple[Kind, Path]]:
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         raise SimulationFolderError(f"{folder}: no manifest.json — not a `siyu simulate` output folder")
-    fmt = json.loads(manifest.read_text())["format"]
+    try:
+        fmt = json.loads(manifest.read_text(encoding="utf-8"))["format"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SimulationFolderError(f"{manifest}: not a simulation's manifest ({exc!r})") from exc
+    if fmt not in ("parquet", "jsonl"):
+        raise SimulationFolderError(f"{manifest}: unknown format {fmt!r}")
     found = []
     for kind in FILES:
         path = folder / f"{kind}.{fmt}"

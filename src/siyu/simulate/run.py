@@ -21,7 +21,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -36,7 +36,7 @@ from siyu.simulate import behaviour
 from siyu.simulate import population as popmod
 from siyu.simulate.behaviour import EVENT_SCHEMA, ORDER_SCHEMA, World, simulate_block
 from siyu.simulate.brands import Brand
-from siyu.simulate.calendar import PEAKS, build_calendar
+from siyu.simulate.calendar import PEAKS, build_calendar, check_period
 from siyu.simulate.population import build_population, build_staff
 
 Format = Literal["parquet", "jsonl"]
@@ -81,6 +81,17 @@ def months_before(end: date, months: int) -> date:
     raise AssertionError("unreachable")
 
 
+def check_arguments(*, customers: int, months: int, end: date) -> None:
+    """Refuse what :func:`simulate` would refuse, before anything is written: a customer count or a
+    number of months out of range, or a period the shopping calendar does not cover
+    (:class:`~siyu.simulate.calendar.OutsideCalendar`). Each is a :class:`ValueError`."""
+    if not 1 <= customers <= MAX_CUSTOMERS:
+        raise ValueError(f"customers must be between 1 and {MAX_CUSTOMERS:,}, not {customers:,}")
+    if not 1 <= months <= 60:
+        raise ValueError(f"months must be between 1 and 60, not {months}")
+    check_period(months_before(end, months), end - timedelta(days=1))
+
+
 def simulate(
     brand: Brand,
     *,
@@ -103,12 +114,9 @@ def simulate(
     block is drawn; ``on_first_files`` is called then (an importer may start on them while events
     and orders are still being simulated: :mod:`siyu.simulate.pipeline`).
     """
-    if not 1 <= customers <= MAX_CUSTOMERS:
-        raise ValueError(f"customers must be between 1 and {MAX_CUSTOMERS:,}, not {customers:,}")
-    if not 1 <= months <= 60:
-        raise ValueError(f"months must be between 1 and 60, not {months}")
     tz = ZoneInfo(time_zone)
     end = end or datetime.now(tz).date()
+    check_arguments(customers=customers, months=months, end=end)
     start = months_before(end, months)
     days = (end - start).days
     cal = build_calendar(start, days, brand.member_day)

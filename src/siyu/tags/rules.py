@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pyarrow as pa
@@ -21,7 +21,7 @@ from sqlalchemy import Connection, delete, select
 
 from siyu.ids import new_id
 from siyu.segments import Catalogue, SegmentValidationError, check
-from siyu.segments.nodes import Did, Ever, FieldRef, IsSet
+from siyu.segments.nodes import Compare, CompareOp, Did, Ever, FieldCondition, FieldRef, InList, IsSet
 from siyu.store.ops.schema import event_tag_rules, persons, tags
 from siyu.tags import catalog
 from siyu.tags.errors import ACTOR_LIMIT, TagError, TagNotFound, check_text
@@ -66,7 +66,7 @@ def matches(props: dict[str, Any], prop: str, op: str, value: Any) -> bool:
             return False
         return found if op == "contains" else not found
     if op == "in":
-        return any(_same_kind(v, x) and v == x for x in value)
+        return any((_same_kind(v, x) and v == x) or (isinstance(v, bool) and v is x) for x in value)
     return False
 
 
@@ -97,70 +97,23 @@ def check_rule(event: object, prop: object, op: object, value: Any) -> tuple[str
     return name, key, str(op), value
 
 
-#: Catalogue types as the rule's matching sees them, bilingual, for messages.
-_KIND_NAMES = {
-    "string": ("文本", "text"),
-    "datetime": ("文本（日期）", "text (a date)"),
-    "number": ("数字", "a number"),
-    "integer": ("整数", "an integer"),
-    "boolean": ("布尔值", "true/false"),
-}
-
-
-def _value_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return "string"
-
-
-def _fits(kind: str, value: Any) -> bool:
-    """Whether a property of catalogue type ``kind`` can equal ``value`` (dates are compared as text)."""
-    wanted = {"integer": "number", "datetime": "string"}.get(kind, kind)
-    return _value_kind(value) == wanted
-
-
 def check_known(catalogue: Catalogue, event: str, prop: str, op: str, value: Any) -> None:
     """Refuse (:class:`TagError`) a rule that could never fire: an event the stores have not seen, a
-    property that event does not have (each with "did you mean" suggestions, as segments give), or a
-    value of another type than the property's. ``catalogue`` is the one segments are checked with."""
-    problems = check(Did(event, Ever(), where=(IsSet(FieldRef(prop, "property")),)), catalogue)
-    if problems:
-        raise TagError(str(SegmentValidationError(problems)))
-    kind = catalogue.events[event][prop]
+    property that event does not have (each with "did you mean" suggestions), an operator the
+    property's type does not take, or a value of another type. The rule is checked as the segment
+    condition it is, ``did EVENT where PROP op VALUE``, against ``catalogue`` (the one segments are
+    checked with), so rules and segments accept the same things."""
+    field = FieldRef(prop, "property")
+    condition: FieldCondition
     if op == "is set":
-        return
-    listed = kind == "list" or kind.startswith("list<")
-    element = kind[5:-1] if kind.startswith("list<") else None
-    what = _KIND_NAMES.get(kind, ("列表", "a list") if listed else (kind, kind))
-    if op in ("contains", "not contains"):
-        if kind == "string" and isinstance(value, str):
-            return
-        if listed and (element is None or _fits(element, value)):
-            return
-        if kind != "string" and not listed:
-            raise TagError(
-                f"{prop} 是{what[0]}，不能使用 {op} / property {prop} of {event} is {what[1]}; {op} does not apply"
-            )
-    elif listed:
-        raise TagError(
-            f"{prop} 是列表，请用 contains / property {prop} of {event} is a list: use contains or not contains"
-        )
-    elif kind == "boolean" and op not in ("=", "!=", "in"):
-        raise TagError(
-            f"{prop} 是布尔值，不能使用 {op} / property {prop} of {event} is true/false; {op} does not apply"
-        )
+        condition = IsSet(field)
+    elif op == "in":
+        condition = InList(field, tuple(value))
     else:
-        bad = [v for v in (value if op == "in" else [value]) if not _fits(kind, v)]
-        if not bad:
-            return
-        value = bad[0]
-    shown = orjson.dumps(value).decode()
-    raise TagError(
-        f"{event} 的属性 {prop} 是{what[0]}，不能与 {shown} 比较 / property {prop} of {event} is {what[1]} "
-        f"and cannot be compared with {shown}: the rule would never fire"
-    )
+        condition = Compare(field, cast(CompareOp, op), value)
+    problems = check(Did(event, Ever(), where=(condition,)), catalogue)
+    if problems:
+        raise TagError(f"{SegmentValidationError(problems)}: the rule would never fire 该规则永远不会触发")
 
 
 def add_rule(
