@@ -203,11 +203,16 @@ def test_bad_requests_change_nothing(api: Api) -> None:
     assert (
         post(api, "/v1/segments", {"name": "E", "expression": 'city = "北京"', "kind": "sometimes"}).status_code == 422
     )
+    rule = {"name": "R", "group": "客户属性", "kind": "rule", "rule": 'in segment "A"'}
+    assert post(api, "/v1/tags", rule).status_code == 201
     r = api.client.delete("/v1/segments/A", headers=ADMIN)
-    assert r.status_code == 409 and "B" in r.json()["error"]["message"]
+    assert r.status_code == 409 and 'segment "B", rule tag "R"' in r.json()["error"]["message"]
     assert api.client.get("/v1/segments/nope", headers=ADMIN).status_code == 404
     assert [s["name"] for s in api.client.get("/v1/segments", headers=ADMIN).json()] == ["A", "B"]
     assert api.client.delete("/v1/segments/B", headers=ADMIN).status_code == 200
+    r = api.client.delete("/v1/segments/A", headers=ADMIN)
+    assert r.status_code == 409 and 'is used by: rule tag "R"' in r.json()["error"]["message"]
+    assert api.client.delete("/v1/tags/R", headers=ADMIN).status_code == 200
     assert api.client.delete("/v1/segments/A", headers=ADMIN).status_code == 200
     assert api.client.get("/v1/segments", headers=ADMIN).json() == []
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
-from siyu.segments import parse, referenced_segments, to_text
+from siyu.segments import parse, to_text
 from siyu.segments.compile import Context, SegmentCompileError
 from siyu.segments.membership import (
     Membership,
@@ -31,7 +31,7 @@ from siyu.segments.membership import (
     time_anchors,
 )
 from siyu.segments.nodes import Node
-from siyu.store.ops.schema import segments, tags
+from siyu.store.ops.schema import segments
 from siyu.tags.references import Definitions, chain_text
 
 KINDS = ("dynamic", "static")
@@ -187,13 +187,14 @@ class SavedSegments:
 
     def delete(self, name: str) -> None:
         """Delete a segment and its membership (its past events stay); refused while referred to."""
+        from siyu.tags.references import Definitions, label  # the tags package builds on this one
+
         seg = self.get(name)
-        users = [n for n, tree in self.definitions().items() if n != name and name in referenced_segments(tree)]
         with self.runtime.engine.connect() as conn:
-            rules = conn.execute(select(tags.c.name, tags.c.rule).where(tags.c.kind == "rule")).all()
-        users += [f"tag {t}" for t, rule in rules if rule and name in referenced_segments(parse(rule))]
+            users = Definitions.load(conn).users_of_segment(name)
         if users:
-            raise SavedSegmentError(f'人群 "{name}" 仍被引用 / segment "{name}" is used by: {", ".join(users)}', 409)
+            shown = ", ".join(label(u) for u in users)
+            raise SavedSegmentError(f'人群 "{name}" 仍被引用 / segment "{name}" is used by: {shown}', 409)
         with self.runtime.engine.begin() as conn:
             conn.execute(delete(segments).where(segments.c.id == seg["id"]))
         self.membership.forget(seg["id"])

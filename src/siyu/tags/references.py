@@ -104,6 +104,12 @@ class Definitions:
         """Every definition that tests ``name`` with ``has tag``."""
         return [ref for ref in self.refs() if name in tag_names(self.definition(ref))]
 
+    def users_of_segment(self, name: str) -> list[Ref]:
+        """Every other definition that names segment ``name`` with ``in segment``."""
+        return [
+            ref for ref in self.refs() if ref != ("segment", name) and name in referenced_segments(self.definition(ref))
+        ]
+
     def find_loop(self, start: Ref, tree: Node | None = None) -> list[Ref] | None:
         """The chain ``[start, …, start]`` if ``start`` (defined as ``tree``, or as it is stored) reaches
         itself through ``in segment`` and rule-tag ``has tag`` edges; else None."""
