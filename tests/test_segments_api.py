@@ -242,3 +242,22 @@ def test_a_list_property_refuses_a_value_of_another_type(api: Api) -> None:
     assert problem["zh"] == "事件属性 categories 是文本列表，不能包含 5"
     assert problem["en"] == "event property categories is a list of text and cannot contain 5"
     assert count(api, expression='did order_paid ever where categories contains "奶粉"').status_code == 200
+
+
+def test_lists_in_the_data_are_typed_by_their_elements(api: Api) -> None:
+    """The catalogue read from the stores types a list by its elements, so a value of another type is
+    refused instead of counting no one; a list whose elements differ takes any value."""
+    props = {"labels": ["新品", "促销"], "ids": [1, 2], "mixed": [1, "x"]}
+    api.batch([track("viewed", userId="u1", properties=props), identify(userId="u1", traits={"likes": ["烘焙"]})])
+
+    def refused(expression: str, words: str) -> None:
+        r = count(api, expression=expression)
+        assert r.status_code == 422 and words in r.json()["error"]["message"], r.text
+
+    refused("did viewed ever where labels contains 5", "labels is a list of text and cannot contain 5")
+    refused('did viewed ever where ids contains "1"', 'ids is a list of integers and cannot contain "1"')
+    refused("likes contains 1", "likes is a list of text and cannot contain 1")
+    assert count(api, expression='did viewed ever where labels contains "新品"').json() == {"count": 1}
+    assert count(api, expression="did viewed ever where ids contains 2").json() == {"count": 1}
+    assert count(api, expression="did viewed ever where mixed contains 1").json() == {"count": 1}
+    assert count(api, expression='did viewed ever where mixed contains "x"').json() == {"count": 1}

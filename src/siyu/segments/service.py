@@ -22,7 +22,7 @@ from siyu.segments.compile import ISO_DATETIME
 from siyu.segments.engine import SegmentEngine
 from siyu.segments.nodes import Node
 from siyu.segments.saved import SavedSegments
-from siyu.segments.validate import BUILTIN_EVENTS
+from siyu.segments.validate import BUILTIN_EVENTS, LIST_ELEMENT_TYPES
 from siyu.store.events import EventStore
 from siyu.store.ops.schema import groups, segments, staff, tags
 
@@ -56,6 +56,23 @@ def _majority(counts: Mapping[tuple[str, str], int]) -> dict[str, str]:
     return out
 
 
+def _element_types(types: dict[str, str], counts: Mapping[tuple[str, str], int]) -> None:
+    """Turn each ``list`` in ``types`` into ``list<…>`` when every element seen (``counts``: per
+    name and JSON type of an element) has one scalar type; a list holding mixed, nested or no
+    elements stays a plain ``list``, which ``contains`` takes any value for."""
+    kinds: dict[str, set[str]] = {}
+    for (name, json_type), _ in counts.items():
+        kind = _JSON_TYPES.get(json_type, "other")
+        kinds.setdefault(name, set()).add("other" if kind == "list" else kind)
+    for name, seen in kinds.items():
+        if types.get(name) != "list":
+            continue
+        if seen == {"integer", "number"}:
+            seen = {"number"}
+        if len(seen) == 1 and (kind := next(iter(seen))) in LIST_ELEMENT_TYPES:
+            types[name] = f"list<{kind}>"
+
+
 class Stores(Protocol):
     """Both stores of an installation (a :class:`~siyu.runtime.Runtime`, or its ingestor)."""
 
@@ -83,23 +100,42 @@ def read_catalogue(runtime: Stores) -> tuple[Catalogue, dict[str, tuple[str, ...
     for (key,) in dated:
         if trait_types.get(key) == "string":
             trait_types[key] = "datetime"
+    _element_types(
+        trait_types,
+        {
+            (k, t): n
+            for k, t, n in cur.execute(
+                """SELECT key, json_type(e), count(*)
+                   FROM (SELECT key, unnest(value::JSON::JSON[]) AS e FROM trait_state
+                         WHERE json_type(value::JSON) = 'ARRAY')
+                   GROUP BY ALL"""
+            ).fetchall()
+        },
+    )
     names = [r[0] for r in cur.execute("SELECT DISTINCT name FROM events").fetchall()]
+    # Each sampled property value, and (``e``) each element of the arrays among them.
     sampled = cur.execute(
-        f"""SELECT name, k, json_type(json_extract(properties, '$."' || replace(k, '"', '') || '"')) AS t, count(*)
-            FROM (SELECT name, properties, unnest(json_keys(properties)) AS k
-                  FROM (SELECT name, properties FROM events
-                        WHERE properties IS NOT NULL AND json_type(properties) = 'OBJECT'
-                        USING SAMPLE {PROPERTY_SAMPLE} ROWS))
+        f"""WITH v AS (
+                SELECT name, k, json_extract(properties, '$."' || replace(k, '"', '') || '"') AS j
+                FROM (SELECT name, properties, unnest(json_keys(properties)) AS k
+                      FROM (SELECT name, properties FROM events
+                            WHERE properties IS NOT NULL AND json_type(properties) = 'OBJECT'
+                            USING SAMPLE {PROPERTY_SAMPLE} ROWS)))
+            SELECT name, k, false AS element, json_type(j), count(*) FROM v GROUP BY ALL
+            UNION ALL
+            SELECT name, k, true, json_type(e), count(*)
+            FROM (SELECT name, k, unnest(j::JSON[]) AS e FROM v WHERE json_type(j) = 'ARRAY')
             GROUP BY ALL"""
     ).fetchall()
     per_event: dict[str, dict[tuple[str, str], int]] = {}
-    for name, key, json_type, n in sampled:
-        per_event.setdefault(name, {})[(key, json_type)] = n
+    elements: dict[str, dict[tuple[str, str], int]] = {}
+    for name, key, element, json_type, n in sampled:
+        (elements if element else per_event).setdefault(name, {})[(key, json_type)] = n
     events: dict[str, dict[str, str]] = {name: dict(BUILTIN_EVENTS.get(name, {})) for name in names}
     for name, counts in per_event.items():
-        events.setdefault(name, {}).update(
-            {k: v for k, v in _majority(counts).items() if k not in BUILTIN_EVENTS.get(name, {})}
-        )
+        typed = _majority(counts)
+        _element_types(typed, elements.get(name, {}))
+        events.setdefault(name, {}).update({k: v for k, v in typed.items() if k not in BUILTIN_EVENTS.get(name, {})})
     with runtime.engine.connect() as conn:
         tag_names = [r[0] for r in conn.execute(select(tags.c.name))]
         group_rows = conn.execute(select(groups.c.chat_id, groups.c.name)).all()
