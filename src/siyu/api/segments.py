@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from siyu.api.deps import AdminKey, ApiError, RuntimeDep
 from siyu.runtime import Runtime
-from siyu.segments import parse, to_json, to_text
+from siyu.segments import to_json, to_text
 from siyu.segments.compile import SegmentCompileError
 from siyu.segments.errors import SegmentError, error_body, error_status
-from siyu.segments.saved import DESCRIPTION_LIMIT, SavedSegmentError
+from siyu.segments.saved import DESCRIPTION_LIMIT, SavedSegmentError, with_tree
 from siyu.segments.service import SegmentService
 from siyu.segments.tagging import refresh_all, tag_segment
 
@@ -52,11 +52,6 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         status, code = error_status(exc)
         body = error_body(exc)["error"]
         raise ApiError(status, code, body["message"], body.get("errors")) from exc
-
-
-def _with_tree(seg: dict[str, Any]) -> dict[str, Any]:
-    """A saved segment with its definition's JSON form, ``tree`` (the stored text is canonical)."""
-    return {**seg, "tree": to_json(parse(seg["expression"]))}
 
 
 @router.post("/v1/segments/count")
@@ -118,7 +113,7 @@ class SegmentCreate(SegmentQuery):
 async def segments_list(_key: AdminKey, runtime: RuntimeDep) -> list[dict[str, Any]]:
     """Saved segments with their member counts and definitions (text and ``tree``, the JSON form)."""
     rows: list[dict[str, Any]] = await _call(_service(runtime).saved.all)
-    return [_with_tree(r) for r in rows]
+    return [with_tree(r) for r in rows]
 
 
 @router.post("/v1/segments", status_code=201)
@@ -128,7 +123,7 @@ async def segment_create(body: SegmentCreate, _key: AdminKey, runtime: RuntimeDe
     seg, result = await _call(
         saved.create, body.name, _expression(body), kind=body.kind, description=body.description, by="api"
     )
-    return {**_with_tree(seg), "refresh": result.as_dict()}
+    return {**with_tree(seg), "refresh": result.as_dict()}
 
 
 @router.post("/v1/segments/refresh")
@@ -171,7 +166,7 @@ async def segment_tag(name: SegmentName, body: SegmentTagging, _key: AdminKey, r
 async def segment_get(name: SegmentName, _key: AdminKey, runtime: RuntimeDep) -> dict[str, Any]:
     """One saved segment, its definition as text (``expression``) and as the JSON form (``tree``)."""
     seg: dict[str, Any] = await _call(_service(runtime).saved.get, name)
-    return _with_tree(seg)
+    return with_tree(seg)
 
 
 @router.delete("/v1/segments/{name}")

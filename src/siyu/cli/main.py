@@ -195,19 +195,23 @@ def _today(settings: Settings) -> date:
     return datetime.now(ZoneInfo(settings.timezone)).date()
 
 
+#: The smallest run `siyu simulate` offers (1,000 to 10M customers); the Python API takes fewer, for tests.
+MIN_CLI_CUSTOMERS = 1_000
+
+
 def _checked_options(settings: Settings, *, customers: int, months: int, seed: int, end: str | None) -> date:
     """The simulation's last day (exclusive), once every option is known to be good: anything a
     simulation would refuse is refused here, naming the option, before a file or state is written."""
-    from siyu.simulate.run import check_arguments
+    from siyu.simulate.run import MAX_CUSTOMERS, MAX_MONTHS, check_arguments
 
     try:
         last = date.fromisoformat(end) if end else _today(settings)
     except ValueError as exc:
         fail(f"--end {end!r}: not a day as YYYY-MM-DD ({exc})")
-    if not 1_000 <= customers <= 10_000_000:
-        fail(f"--customers must be between 1,000 and 10,000,000, not {customers:,}")
-    if not 1 <= months <= 60:
-        fail(f"--months must be between 1 and 60, not {months}")
+    if not MIN_CLI_CUSTOMERS <= customers <= MAX_CUSTOMERS:
+        fail(f"--customers must be between {MIN_CLI_CUSTOMERS:,} and {MAX_CUSTOMERS:,}, not {customers:,}")
+    if not 1 <= months <= MAX_MONTHS:
+        fail(f"--months must be between 1 and {MAX_MONTHS}, not {months}")
     if seed < 0:
         fail(f"--seed must be 0 or more, not {seed}")
     try:
@@ -236,6 +240,7 @@ def simulate(
     """Simulate a brand's private domain, with its ground truth in OUT/truth/."""
     from siyu.simulate.brands import brand_named
     from siyu.simulate.folder import prepare_out
+    from siyu.simulate.run import FORMATS
     from siyu.simulate.run import simulate as run_simulation
 
     settings: Settings = ctx.obj
@@ -243,8 +248,8 @@ def simulate(
         chosen = brand_named(brand)
     except ValueError as exc:
         fail(str(exc))
-    if fmt not in ("parquet", "jsonl"):
-        fail(f"unknown format {fmt!r}: use parquet or jsonl")
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
     last = _checked_options(settings, customers=customers, months=months, seed=seed, end=end)
     try:
         prepare_out(out_dir, overwrite=overwrite)

@@ -21,11 +21,11 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from siyu.runtime import Runtime
-from siyu.segments import from_json, parse, to_json, to_text
+from siyu.segments import from_json, to_json, to_text
 from siyu.segments.compile import SegmentCompileError
 from siyu.segments.errors import SegmentError, SegmentValidationError, error_body
 from siyu.segments.nodes import Span
-from siyu.segments.saved import SavedSegmentError
+from siyu.segments.saved import SavedSegmentError, with_tree
 from siyu.segments.service import SegmentService
 from siyu.segments.tagging import refresh_all, tag_segment
 from siyu.store.events import EventStoreLocked
@@ -191,7 +191,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     with _service(ctx, as_json=as_json) as svc:
         rows = svc.saved.all()
     if as_json:
-        _emit([{**r, "tree": to_json(parse(r["expression"]))} for r in rows])
+        _emit([with_tree(r) for r in rows])
         return
     for r in rows:
         sys.stdout.write(f"{r['name']}\t{r['kind']}\t{r['member_count'] or 0:,}\t{r['expression']}\n")

@@ -239,6 +239,11 @@ def to_message(kind: Kind, record: Any, *, flat: bool) -> Any:
     return message
 
 
+def rejects_file(path: Path) -> Path:
+    """Where the rejected rows of importing ``path`` are written: ``FILE.rejects.jsonl`` beside it."""
+    return path.with_name(path.name + ".rejects.jsonl")
+
+
 def import_file(
     ingestor: Ingestor,
     path: Path,
@@ -262,7 +267,7 @@ def import_file(
         check_columns(path, _parquet_file(path).schema_arrow.names)
     flat = fmt != "jsonl"
     report = ImportReport(path)
-    rejects_path = path.with_name(path.name + ".rejects.jsonl")
+    rejects_path = rejects_file(path)
     rejects: list[bytes] = []
     source = source or f"file:{path.name}"
     ingestor.refresh_plan()

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
-from siyu.segments import parse, to_text
+from siyu.segments import parse, to_json, to_text
 from siyu.segments.compile import Context, SegmentCompileError
 from siyu.segments.membership import (
     Membership,
@@ -32,11 +32,16 @@ from siyu.segments.membership import (
 )
 from siyu.segments.nodes import Node
 from siyu.store.ops.schema import segments
-from siyu.tags.references import Definitions, chain_text
+from siyu.tags.references import Definitions, chain_text, label
 
 KINDS = ("dynamic", "static")
 NAME_LIMIT = 64
 DESCRIPTION_LIMIT = 256
+
+
+def with_tree(seg: dict[str, Any]) -> dict[str, Any]:
+    """A saved segment's row with its definition's JSON form, ``tree``, beside the (canonical) text."""
+    return {**seg, "tree": to_json(parse(seg["expression"]))}
 
 
 class SavedSegmentError(ValueError):
@@ -187,8 +192,6 @@ class SavedSegments:
 
     def delete(self, name: str) -> None:
         """Delete a segment and its membership (its past events stay); refused while referred to."""
-        from siyu.tags.references import Definitions, label  # the tags package builds on this one
-
         seg = self.get(name)
         with self.runtime.engine.connect() as conn:
             users = Definitions.load(conn).users_of_segment(name)

@@ -112,20 +112,8 @@ def refresh_all(
         rule_names = sorted(graph.rules)
     else:
         rule_names = sorted(graph.rule_tags_behind(("segment", n) for n in dynamic))
-    return _refresh_in_order(service, graph, dynamic, rule_names, now=now, full=full)
-
-
-def _refresh_in_order(
-    service: Any,
-    graph: Definitions,
-    segment_names: list[str],
-    rule_names: list[str],
-    *,
-    now: datetime | None,
-    full: bool,
-) -> tuple[list[RefreshResult], list[RuleTagResult]]:
     try:
-        steps = graph.refresh_order(segment_names, rule_names)
+        steps = graph.refresh_order(dynamic, rule_names)
     except ValueError as exc:
         raise SavedSegmentError(f"循环引用 / {exc}", 409) from exc
     at = now or datetime.now(UTC)

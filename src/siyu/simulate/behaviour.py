@@ -372,7 +372,7 @@ def simulate_block(
         idx,
         acq,
         staff=pop.staff[idx],
-        state=(np.cumsum(pop.codes_per_channel) - pop.codes_per_channel)[pop.channel[idx]] + pop.code[idx],
+        state=pop.code[idx],
         channel=pop.channel[idx],
         inviter=inv,
     )

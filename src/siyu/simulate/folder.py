@@ -10,14 +10,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-_KINDS = ("customers", "events", "orders")
-_FORMATS = ("parquet", "jsonl")
+from siyu.ingest.files import rejects_file
+from siyu.simulate.load import FILES
+from siyu.simulate.run import FORMATS
+
+_DATA = [Path(f"{kind}.{fmt}") for kind in FILES for fmt in FORMATS]
 
 #: Every name a simulation (and importing it: the rejects files) leaves in its folder.
 SIMULATION_FILES: frozenset[str] = frozenset(
-    {"manifest.json", "staff.parquet", "truth"}
-    | {f"{kind}.{fmt}" for kind in _KINDS for fmt in _FORMATS}
-    | {f"{kind}.{fmt}.rejects.jsonl" for kind in _KINDS for fmt in _FORMATS}
+    {"manifest.json", "staff.parquet", "truth"} | {p.name for p in _DATA} | {rejects_file(p).name for p in _DATA}
 )
 
 

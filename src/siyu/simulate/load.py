@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from siyu.ingest.files import ImportReport, Kind, count_rows, import_file
 from siyu.relations.service import RelationService
 from siyu.runtime import Runtime
+from siyu.simulate.run import FORMATS
 
 #: Import order: profiles first (so registrations stitch before behaviour arrives), then events, then orders.
 FILES: tuple[Kind, ...] = ("customers", "events", "orders")
@@ -42,7 +43,7 @@ def data_files(folder: Path) -> list[tuple[Kind, Path]]:
         fmt = json.loads(manifest.read_text(encoding="utf-8"))["format"]
     except (ValueError, KeyError, TypeError) as exc:
         raise SimulationFolderError(f"{manifest}: not a simulation's manifest ({exc!r})") from exc
-    if fmt not in ("parquet", "jsonl"):
+    if fmt not in FORMATS:
         raise SimulationFolderError(f"{manifest}: unknown format {fmt!r}")
     found = []
     for kind in FILES:

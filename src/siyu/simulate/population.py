@@ -43,7 +43,7 @@ class Population:
     n: int
     acquired: np.ndarray  # day of the WeCom add
     channel: np.ndarray  # index into brand.channels
-    code: np.ndarray  # channel-code number within the channel
+    code: np.ndarray  # channel-code number over all the brand's codes, channel by channel (the add's `state`)
     codes_per_channel: np.ndarray  # channel codes of each channel (the brand's, more for a big team)
     staff: np.ndarray  # index of the staff member who added them
     city: np.ndarray  # index into brand.cities
@@ -166,9 +166,8 @@ def build_population(rng: np.random.Generator, brand: Brand, n: int, cal: Calend
     shares = np.array([c.share for c in brand.channels])
     channel = rng.choice(len(brand.channels), size=n, p=shares / shares.sum())
     codes = channel_codes(brand, len(staff.userids))
-    code = rng.integers(0, codes[channel])
-    first_code = np.cumsum(codes) - codes
-    staff_idx = _route(rng, acquired, first_code[channel] + code, code_arcs(brand, codes, len(staff.userids)), staff)
+    code = (np.cumsum(codes) - codes)[channel] + rng.integers(0, codes[channel])
+    staff_idx = _route(rng, acquired, code, code_arcs(brand, codes, len(staff.userids)), staff)
 
     city_w = np.array([w for _, w in brand.cities])
     city = rng.choice(len(brand.cities), size=n, p=city_w / city_w.sum())

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -41,6 +41,8 @@ from siyu.simulate.population import build_population, build_staff
 
 Format = Literal["parquet", "jsonl"]
 MAX_CUSTOMERS = 10_000_000
+MAX_MONTHS = 60
+FORMATS: tuple[Format, ...] = get_args(Format)
 BLOCK = 100_000  # customers drawn at once; a block's random streams are seeded by its number
 _JSONL_SLICE = 50_000  # rows written between two progress reports
 _PHONE_STEP = 7_919_993  # odd and not a multiple of 5: i ↦ i·step mod 10⁹ is a bijection
@@ -87,8 +89,8 @@ def check_arguments(*, customers: int, months: int, end: date) -> None:
     (:class:`~siyu.simulate.calendar.OutsideCalendar`). Each is a :class:`ValueError`."""
     if not 1 <= customers <= MAX_CUSTOMERS:
         raise ValueError(f"customers must be between 1 and {MAX_CUSTOMERS:,}, not {customers:,}")
-    if not 1 <= months <= 60:
-        raise ValueError(f"months must be between 1 and 60, not {months}")
+    if not 1 <= months <= MAX_MONTHS:
+        raise ValueError(f"months must be between 1 and {MAX_MONTHS}, not {months}")
     check_period(months_before(end, months), end - timedelta(days=1))
 
 
